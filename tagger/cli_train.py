@@ -1,0 +1,130 @@
+"""``vaner train``: multi-dataset instruction tuning from the command line, then registration of
+the best model as a new version (promoted to ``latest`` with ``--promote`` or when it is the first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from tagger.config import TaggerConfig, TrainConfig
+from tagger.data import DATASETS
+from vaner.categories import Category
+from vaner.cli_common import print_json, settings_from_args
+from vaner.errors import InvalidArgument
+from vaner.progress import TqdmProgress
+
+
+def _help(cls, name: str) -> str:  # noqa: ANN001
+    f = cls.__dataclass_fields__[name]
+    default = f.default if f.default is not dataclasses.MISSING else None
+    return f"{f.metadata.get('help', '')} (default: {default})"
+
+
+def register(sub) -> None:  # noqa: ANN001
+    p = sub.add_parser("train", help="LoRA-train the tagger on datasets (+ optional DBR sentences)")
+    p.add_argument("--datasets", default="", help=f"comma-separated: {','.join(DATASETS.names())}")
+    p.add_argument("--data-dir", default=None, help="folder of the shared datasets (default ../shared/data/bioner)")
+    p.add_argument("--train", action="append", default=[], metavar="PATH.tsv", help="extra CoNLL training file")
+    p.add_argument("--type", action="append", default=[], metavar="TYPE",
+                   help="entity type of each --train file (one per --train, or one for all)")
+    p.add_argument("--output-dir", default=None, help="run folder (default: $VANER_HOME/runs/<timestamp>)")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has a checkpoint")
+    p.add_argument("--dbr", choices=("none", "retrieved", "random"), default="none",
+                   help="mix Dense Bioentities Recognition sentences built from a KB snapshot")
+    p.add_argument("--kb-snapshot", default="latest", help="KB snapshot for --dbr (id or latest)")
+    p.add_argument("--no-register", action="store_true", help="do not register the result as a model version")
+    p.add_argument("--promote", action="store_true", help="make the new version 'latest'")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the result")
+    for name in ("backbone", "attention", "num_layers", "max_length", "lora_r", "lora_alpha", "lora_dropout",
+                 "quantize_4bit"):
+        f = TaggerConfig.__dataclass_fields__[name]
+        flag = "--" + name.replace("_", "-")
+        if f.type in ("bool",) or isinstance(f.default, bool):
+            p.add_argument(flag, action="store_true", help=_help(TaggerConfig, name))
+        else:
+            p.add_argument(flag, default=None, type=_caster(f.default), help=_help(TaggerConfig, name))
+    p.add_argument("--lora-targets", default=None, help="comma-separated module names")
+    for name in ("epochs", "steps_per_epoch", "batch_size", "grad_accum", "lr", "head_lr", "warmup_ratio",
+                 "mix_temperature", "dbr_ratio", "dev_max_sentences", "seed", "checkpoint_every", "threads", "device"):
+        f = TrainConfig.__dataclass_fields__[name]
+        p.add_argument("--" + name.replace("_", "-"), default=None, type=_caster(f.default), help=_help(TrainConfig, name))
+    p.set_defaults(func=run_train)
+
+
+def _caster(default):  # noqa: ANN001, ANN202
+    if isinstance(default, bool):
+        return None
+    if isinstance(default, int):
+        return int
+    if isinstance(default, float):
+        return float
+    if default is None:
+        return int
+    return str
+
+
+def build_train_config(args: argparse.Namespace, output_dir: str) -> TrainConfig:
+    model_kw = {k: getattr(args, k) for k in ("backbone", "attention", "num_layers", "max_length", "lora_r",
+                                               "lora_alpha", "lora_dropout") if getattr(args, k) is not None}
+    if args.quantize_4bit:
+        model_kw["quantize_4bit"] = True
+    if args.lora_targets:
+        model_kw["lora_targets"] = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+    types = args.type
+    if args.train and len(types) not in (1, len(args.train)):
+        raise InvalidArgument("give one --type for all --train files, or one per --train file")
+    if args.train and not types:
+        raise InvalidArgument("--train needs --type (Disease, Chemical, Gene or Species)")
+    files = tuple((path, Category.parse(types[0] if len(types) == 1 else types[i]).value)
+                  for i, path in enumerate(args.train))
+    datasets = tuple(d.name for d in DATASETS.parse_list(args.datasets)) if args.datasets else ()
+    train_kw = {k: getattr(args, k) for k in ("epochs", "steps_per_epoch", "batch_size", "grad_accum", "lr", "head_lr",
+                                              "warmup_ratio", "mix_temperature", "dbr_ratio", "dev_max_sentences",
+                                              "seed", "checkpoint_every", "threads", "device")
+                if getattr(args, k) is not None}
+    return TrainConfig(datasets=datasets, train_files=files, data_dir=args.data_dir, output_dir=output_dir,
+                       model=TaggerConfig(**model_kw), **train_kw)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import time
+
+    from tagger.train import command_line, train
+
+    settings = settings_from_args(args).ensure()
+    output_dir = args.output_dir or str(settings.home / "runs" / time.strftime("%Y%m%d-%H%M%S"))
+    config = build_train_config(args, output_dir)
+    extra = []
+    kb_snapshot = None
+    bar = TqdmProgress(enabled=True, unit="step")
+    if args.dbr != "none":
+        from kb_ingest.kb import KnowledgeBase
+
+        from retrieval.dbr import build_dbr_sentences
+
+        kb_snapshot = KnowledgeBase(settings).get_snapshot(args.kb_snapshot).id
+        extra = build_dbr_sentences(settings, kb_snapshot, list(config.datasets), args.dbr, config.seed,
+                                    config.data_dir, bar)
+    result = train(config, extra_sentences=extra, progress=bar, resume=not args.no_resume)
+    bar.close()
+    out = {"run_dir": str(result.run_dir), "artifact": str(result.artifact_dir), "dev": result.dev_metrics,
+           "steps": result.steps, "tokens_per_second": round(result.tokens_per_second, 1)}
+    if not args.no_register:
+        from tagger.registry import ModelRegistry
+
+        registry = ModelRegistry(settings)
+        first = not registry.list()
+        record = registry.register(
+            result.artifact_dir, backbone=config.model.backbone,
+            datasets=list(config.datasets) + [p for p, _ in config.train_files] + (["dbr:" + args.dbr] if extra else []),
+            template=config.model.template.to_dict(), hyperparameters=config.to_dict(),
+            metrics={"dev": result.dev_metrics}, command=command_line(), kb_snapshot=kb_snapshot,
+            promote=args.promote or first)
+        out["model"] = record.id
+        out["latest"] = args.promote or first
+    if args.json:
+        print_json(out)
+    else:
+        print(f"best dev macro F1 {result.dev_metrics.get('f1', 0):.2f}; model {out.get('model', out['artifact'])}")
+    return 0

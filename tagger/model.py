@@ -1,0 +1,234 @@
+"""A LLaMA-family decoder used as a bidirectional token classifier over O/B/I (VANER 3.3).
+
+The causal mask is replaced by a padding-only mask (every real token sees every real token;
+padding is never attended to), built here as a 4-D additive mask that transformers passes to the
+attention kernels untouched. ``attention="causal"`` builds causal+padding instead, for the
+ablation. Because padding is masked as keys and positions start at 0 for every row, a sentence
+gets the same logits alone or inside a right-padded batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from tagger.backbone import resolve_backbone
+from tagger.config import TaggerConfig
+from tagger.data import TAGS
+from tagger.encoding import IGNORE_INDEX, EncodedInput, InputEncoder
+from vaner.categories import Category
+from vaner.errors import FailedPrecondition, InvalidArgument, NotFound
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "tagger_config.json"
+HEAD_FILE = "head.safetensors"
+ADAPTER_DIR = "adapter"
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass(frozen=True)
+class WordQuery:
+    """One sentence to label: words, the category the instruction asks for, optional dataset."""
+
+    words: Sequence[str]
+    category: Category
+    dataset: str | None = None
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FailedPrecondition(f"device {device!r} asked for, but CUDA is not available")
+    return torch.device(device)
+
+
+def _load_base(config: TaggerConfig, device: torch.device):  # noqa: ANN202
+    from transformers import AutoModel, AutoTokenizer
+
+    ref = resolve_backbone(config.backbone)
+    kwargs: dict = {}
+    if ref.gguf_file:
+        kwargs["gguf_file"] = ref.gguf_file
+    if config.quantize_4bit:
+        if device.type != "cuda":
+            raise FailedPrecondition("4-bit QLoRA needs a CUDA GPU and bitsandbytes (pip install -e .[gpu])")
+        try:
+            from transformers import BitsAndBytesConfig
+        except ImportError as exc:  # pragma: no cover
+            raise FailedPrecondition(f"4-bit QLoRA needs bitsandbytes: {exc}") from exc
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref.location, **({"gguf_file": ref.gguf_file} if ref.gguf_file else {}))
+        base = AutoModel.from_pretrained(ref.location, dtype=torch.float32, **kwargs)
+    except OSError as exc:
+        raise NotFound(f"cannot load backbone {config.backbone!r}: {exc}") from exc
+    if base.config.model_type not in ("llama", "mistral", "qwen2", "qwen3"):
+        log.warning("backbone model_type %s is not LLaMA-family; continuing", base.config.model_type)
+    if config.num_layers is not None and config.num_layers < len(base.layers):
+        base.layers = base.layers[: config.num_layers]
+        base.config.num_hidden_layers = config.num_layers
+        if isinstance(getattr(base.config, "layer_types", None), list):
+            base.config.layer_types = base.config.layer_types[: config.num_layers]
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if not config.quantize_4bit:
+        base.to(device)
+    return base, tokenizer
+
+
+class VanerTagger(nn.Module):
+    def __init__(self, backbone: nn.Module, tokenizer, config: TaggerConfig):  # noqa: ANN001
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.config = config
+        hidden = backbone.config.hidden_size
+        self.dropout = nn.Dropout(config.head_dropout)
+        self.head = nn.Linear(hidden, len(TAGS))
+        self.encoder = InputEncoder(tokenizer, config.template, config.max_length)
+        self.pad_id = tokenizer.pad_token_id
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, config: TaggerConfig, device: str = "auto", seed: int = 0) -> VanerTagger:
+        """A fresh tagger: pretrained backbone, new LoRA adapters and a new head (seeded)."""
+        from peft import LoraConfig, get_peft_model
+
+        dev = resolve_device(device)
+        base, tokenizer = _load_base(config, dev)
+        for p in base.parameters():
+            p.requires_grad_(False)
+        torch.manual_seed(seed)
+        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                          target_modules=list(config.lora_targets), bias="none")
+        try:
+            peft_model = get_peft_model(base, lora)
+        except ValueError as exc:
+            raise InvalidArgument(f"LoRA targets {list(config.lora_targets)} do not match the backbone: {exc}") from exc
+        model = cls(peft_model, tokenizer, config)
+        nn.init.normal_(model.head.weight, std=0.02)
+        nn.init.zeros_(model.head.bias)
+        return model.to(dev)
+
+    @classmethod
+    def load(cls, artifact_dir: str | Path, device: str = "auto", trainable: bool = False) -> VanerTagger:
+        """Load a saved tagger: backbone by its recorded reference, LoRA adapter, head."""
+        from peft import PeftModel
+        from safetensors.torch import load_file
+
+        artifact = Path(artifact_dir)
+        cfg_path = artifact / CONFIG_FILE
+        if not cfg_path.exists():
+            raise NotFound(f"{artifact}: not a vaner model (no {CONFIG_FILE})")
+        meta = json.loads(cfg_path.read_text())
+        config = TaggerConfig.from_dict(meta["model"])
+        dev = resolve_device(device)
+        base, tokenizer = _load_base(config, dev)
+        peft_model = PeftModel.from_pretrained(base, str(artifact / ADAPTER_DIR), is_trainable=trainable)
+        model = cls(peft_model, tokenizer, config)
+        model.head.load_state_dict(load_file(str(artifact / HEAD_FILE)))
+        model.to(dev)
+        model.train(trainable)
+        if not trainable:
+            model.eval()
+        return model
+
+    def save(self, artifact_dir: str | Path, extra: dict | None = None) -> Path:
+        from safetensors.torch import save_file
+
+        out = Path(artifact_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(str(out / ADAPTER_DIR))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
+                  str(out / HEAD_FILE))
+        meta = {"format": 1, "labels": list(TAGS), "model": self.config.to_dict(),
+                "hidden_size": self.backbone.config.hidden_size, **(extra or {})}
+        (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    # ---- forward ------------------------------------------------------------------------------
+    def attention_mask_4d(self, attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(B, L) 1/0 padding mask -> (B, 1, L, L) additive mask: padding keys always masked;
+        future keys masked too in causal mode."""
+        b, n = attention_mask.shape
+        allowed = attention_mask[:, None, None, :].bool().expand(b, 1, n, n)
+        if self.config.attention == "causal":
+            causal = torch.ones(n, n, dtype=torch.bool, device=attention_mask.device).tril()
+            allowed = allowed & causal
+        # a padded query row would see nothing under causal+padding; let it see itself (ignored later)
+        eye = torch.eye(n, dtype=torch.bool, device=attention_mask.device)
+        allowed = allowed | eye
+        mask = torch.zeros(b, 1, n, n, dtype=dtype, device=attention_mask.device)
+        return mask.masked_fill(~allowed, torch.finfo(dtype).min)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        dtype = self.head.weight.dtype
+        mask4d = self.attention_mask_4d(attention_mask, dtype)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0).expand_as(input_ids)
+        out = self.backbone(input_ids=input_ids, attention_mask=mask4d, position_ids=positions, use_cache=False)
+        hidden = out.last_hidden_state.to(dtype)
+        return self.head(self.dropout(hidden))
+
+    def collate(self, batch: Sequence[EncodedInput]) -> dict[str, torch.Tensor]:
+        n = max(len(x.input_ids) for x in batch)
+        ids = torch.full((len(batch), n), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), n), dtype=torch.long)
+        labels = torch.full((len(batch), n), IGNORE_INDEX, dtype=torch.long)
+        for i, x in enumerate(batch):
+            k = len(x.input_ids)
+            ids[i, :k] = torch.tensor(x.input_ids)
+            mask[i, :k] = 1
+            labels[i, :k] = torch.tensor(x.labels)
+        dev = self.device
+        return {"input_ids": ids.to(dev), "attention_mask": mask.to(dev), "labels": labels.to(dev)}
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1),
+                                           ignore_index=IGNORE_INDEX)
+
+    # ---- inference ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_proba(self, queries: Sequence[WordQuery], batch_size: int = 32,
+                      max_batch_tokens: int = 8192) -> list[np.ndarray]:
+        """Per-word O/B/I probabilities, shape (len(words), 3), for each query. Long sentences are
+        covered by consecutive windows; inputs are sorted by length before batching."""
+        was_training = self.training
+        self.eval()
+        pieces: list[tuple[int, EncodedInput]] = []
+        for qi, q in enumerate(queries):
+            if q.words:
+                for enc in self.encoder.encode_windows(list(q.words), q.category, q.dataset):
+                    pieces.append((qi, enc))
+        results = [np.zeros((len(q.words), len(TAGS)), dtype=np.float32) for q in queries]
+        order = sorted(range(len(pieces)), key=lambda i: len(pieces[i][1].input_ids))
+        i = 0
+        while i < len(order):
+            longest = len(pieces[order[min(i + batch_size, len(order)) - 1]][1].input_ids)
+            size = max(1, min(batch_size, max_batch_tokens // max(longest, 1)))
+            chunk = [pieces[j] for j in order[i: i + size]]
+            i += size
+            batch = self.collate([enc for _, enc in chunk])
+            probs = torch.softmax(self(batch["input_ids"], batch["attention_mask"]).float(), dim=-1).cpu().numpy()
+            for row, (qi, enc) in enumerate(chunk):
+                starts = enc.word_starts
+                results[qi][enc.word_offset: enc.word_offset + len(starts)] = probs[row, starts]
+        self.train(was_training)
+        return results
+
+    def predict_tags(self, queries: Sequence[WordQuery], batch_size: int = 32) -> list[list[str]]:
+        return [[TAGS[int(k)] for k in p.argmax(-1)] for p in self.predict_proba(queries, batch_size)]

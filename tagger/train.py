@@ -1,0 +1,278 @@
+"""Multi-dataset instruction tuning of the tagger (VANER 3.5, loss eq. 11).
+
+Every sentence carries its dataset's instruction; DBR sentences (dataset ``None``) carry the
+dataset-free one, and all losses are summed into one objective. A run folder holds a resumable
+``checkpoint/`` (model, optimizer, scheduler, position in the seeded plan), the ``best/`` model by
+dev F1, ``history.jsonl`` and ``learning_curve.png``; a run killed at any point resumes from its
+last checkpoint and replays exactly the same plan.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tagger.config import TrainConfig
+from tagger.data import Sentence, load_dataset, read_conll
+from tagger.metrics import entity_prf
+from tagger.mixing import epoch_plan, length_bucketed_batches
+from tagger.model import VanerTagger, WordQuery
+from vaner.categories import Category
+from vaner.errors import InvalidArgument
+from vaner.progress import ProgressCallback, ProgressTracker
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+BEST_DIR = "best"
+STATE_FILE = "trainer_state.pt"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    artifact_dir: Path                      # the best model by dev F1
+    dev_metrics: dict                       # of the best model: {"f1": macro, "datasets": {...}}
+    history: list[dict] = field(default_factory=list)
+    tokens_per_second: float = 0.0
+    steps: int = 0
+
+
+@dataclass
+class TrainingData:
+    sources: list[list[Sentence]]
+    source_names: list[str]
+    dev: dict[str, list[Sentence]]
+
+
+def _sample(sentences: list[Sentence], n: int | None, seed: int) -> list[Sentence]:
+    if n is None or len(sentences) <= n:
+        return sentences
+    rng = random.Random(f"{seed}:dev")
+    return [sentences[i] for i in sorted(rng.sample(range(len(sentences)), n))]
+
+
+def load_training_data(config: TrainConfig, extra_sentences: Sequence[Sentence] = ()) -> TrainingData:
+    sources: list[list[Sentence]] = []
+    names: list[str] = []
+    dev: dict[str, list[Sentence]] = {}
+    for name in config.datasets:
+        sources.append(load_dataset(name, "train", config.data_dir))
+        names.append(name)
+        dev[name] = _sample(load_dataset(name, "dev", config.data_dir), config.dev_max_sentences, config.seed)
+    for path, category in config.train_files:
+        sents = read_conll(path, Category.parse(category), dataset=None)
+        # no dev file given for an ad-hoc CoNLL file: hold out a seeded 10 % for model selection
+        rng = random.Random(f"{config.seed}:{Path(path).name}")
+        idx = list(range(len(sents)))
+        rng.shuffle(idx)
+        cut = max(1, len(sents) // 10) if len(sents) >= 10 else 0
+        held = set(idx[:cut])
+        label = Path(path).name
+        sources.append([s for i, s in enumerate(sents) if i not in held])
+        names.append(label)
+        dev[label] = _sample([sents[i] for i in sorted(held)], config.dev_max_sentences, config.seed)
+    if extra_sentences:
+        extra = list(extra_sentences)
+        if config.dbr_ratio > 0:
+            cap = int(config.dbr_ratio * sum(len(s) for s in sources))
+            extra = extra[:cap] if cap else extra
+            sources.append(extra)
+            names.append("dbr")
+    if not any(sources):
+        raise InvalidArgument("no training sentences found")
+    return TrainingData(sources, names, dev)
+
+
+def evaluate_sentences(model: VanerTagger, sentences: Sequence[Sentence], batch_size: int = 32) -> dict:
+    queries = [WordQuery(s.words, s.category, s.dataset) for s in sentences]
+    pred = model.predict_tags(queries, batch_size=batch_size)
+    return entity_prf([list(s.tags) for s in sentences], pred)
+
+
+def evaluate_dev(model: VanerTagger, dev: dict[str, list[Sentence]], batch_size: int = 32) -> dict:
+    per = {name: evaluate_sentences(model, sents, batch_size) for name, sents in dev.items() if sents}
+    macro = float(np.mean([m["f1"] for m in per.values()])) if per else 0.0
+    return {"f1": round(macro, 4), "datasets": per}
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _lr_lambda(total_steps: int, warmup: int):  # noqa: ANN202
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    return f
+
+
+def _atomic_replace(tmp: Path, final: Path) -> None:
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def plot_learning_curve(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history if "loss" in h]
+    losses = [h["loss"] for h in history if "loss" in h]
+    evals = [h for h in history if "dev_f1" in h]
+    fig, ax1 = plt.subplots(figsize=(7, 4))
+    if steps:
+        ax1.plot(steps, losses, color="tab:blue", alpha=0.6, label="train loss")
+    ax1.set_xlabel("optimizer step")
+    ax1.set_ylabel("train loss", color="tab:blue")
+    ax2 = ax1.twinx()
+    if evals:
+        ax2.plot([h["step"] for h in evals], [h["dev_f1"] for h in evals], "o-", color="tab:red",
+                 label="dev F1 (macro)")
+        for name in evals[-1].get("dev_datasets", {}):
+            ax2.plot([h["step"] for h in evals], [h["dev_datasets"][name] for h in evals], "--", alpha=0.5,
+                     label=f"dev F1 {name}")
+    ax2.set_ylabel("dev F1")
+    ax2.legend(loc="lower right", fontsize=7)
+    ax1.set_title("vaner training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def train(config: TrainConfig, *, extra_sentences: Sequence[Sentence] = (), progress: ProgressCallback | None = None,
+          resume: bool = True, model: VanerTagger | None = None) -> TrainResult:
+    """Train (or resume) a tagger; returns where the best model is and its dev metrics."""
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    data = load_training_data(config, extra_sentences)
+    _seed_everything(config.seed)
+    ckpt = run_dir / CHECKPOINT_DIR
+    state = None
+    if resume and (ckpt / STATE_FILE).exists():
+        log.info("resuming from %s", ckpt)
+        model = VanerTagger.load(ckpt, device=config.device, trainable=True)
+        state = torch.load(ckpt / STATE_FILE, weights_only=False)
+    elif model is None:
+        model = VanerTagger.create(config.model, device=config.device, seed=config.seed)
+    model.train()
+
+    n_total = sum(len(s) for s in data.sources)
+    per_step = config.batch_size * config.grad_accum
+    steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(n_total / per_step))
+    total_steps = steps_per_epoch * config.epochs
+    trainable = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
+    optimizer = torch.optim.AdamW([
+        {"params": trainable, "lr": config.lr, "weight_decay": config.weight_decay},
+        {"params": list(model.head.parameters()), "lr": config.head_lr, "weight_decay": 0.0},
+    ])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(total_steps, int(config.warmup_ratio * total_steps)))
+    history: list[dict] = []
+    start_epoch, start_step, global_step, best_f1 = 0, 0, 0, -1.0
+    tokens_seen, train_seconds = 0, 0.0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, start_step = state["epoch"], state["step_in_epoch"]
+        global_step, best_f1 = state["global_step"], state["best_f1"]
+        history = state["history"]
+        tokens_seen, train_seconds = state.get("tokens_seen", 0), state.get("train_seconds", 0.0)
+        torch.set_rng_state(state["torch_rng"])
+
+    meta = {"train_config": config.to_dict(), "sources": {n: len(s) for n, s in zip(data.source_names, data.sources,
+                                                                                       strict=True)}}
+    tracker = ProgressTracker("train", total=total_steps, callback=progress)
+    tracker.done = global_step
+
+    def save_checkpoint(epoch: int, step_in_epoch: int) -> None:
+        tmp = run_dir / (CHECKPOINT_DIR + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        model.save(tmp, extra=meta)
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+                    "step_in_epoch": step_in_epoch, "global_step": global_step, "best_f1": best_f1,
+                    "history": history, "torch_rng": torch.get_rng_state(), "tokens_seen": tokens_seen,
+                    "train_seconds": train_seconds}, tmp / STATE_FILE)
+        _atomic_replace(tmp, ckpt)
+
+    for epoch in range(start_epoch, config.epochs):
+        plan = epoch_plan(data.sources, steps_per_epoch * per_step, config.mix_temperature, config.seed, epoch)
+        encoded = [model.encoder.encode(s.words, s.category, s.dataset, s.tags) for s in plan]
+        batches = length_bucketed_batches([len(e.input_ids) for e in encoded], config.batch_size, config.seed, epoch)
+        first = start_step if epoch == start_epoch else 0
+        for step_in_epoch in range(first, steps_per_epoch):
+            t0 = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            for micro in range(config.grad_accum):
+                idx = step_in_epoch * config.grad_accum + micro
+                if idx >= len(batches):
+                    break
+                batch = model.collate([encoded[i] for i in batches[idx]])
+                loss = model.loss(batch) / config.grad_accum
+                loss.backward()
+                loss_sum += float(loss.detach())
+                tokens_seen += int(batch["attention_mask"].sum())
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
+            optimizer.step()
+            scheduler.step()
+            global_step += 1
+            train_seconds += time.perf_counter() - t0
+            if global_step % 10 == 0 or global_step == 1:
+                history.append({"step": global_step, "epoch": epoch, "loss": round(loss_sum, 5),
+                                "lr": scheduler.get_last_lr()[0]})
+            tracker.advance(1, f"epoch {epoch + 1}/{config.epochs} loss {loss_sum:.4f} "
+                               f"{tokens_seen / max(train_seconds, 1e-9):.0f} tok/s")
+            if config.checkpoint_every and global_step % config.checkpoint_every == 0:
+                save_checkpoint(epoch, step_in_epoch + 1)
+        dev = evaluate_dev(model, data.dev)
+        model.train()
+        history.append({"step": global_step, "epoch": epoch + 1, "dev_f1": dev["f1"],
+                        "dev_datasets": {k: v["f1"] for k, v in dev["datasets"].items()}})
+        log.info("epoch %d dev macro F1 %.2f %s", epoch + 1, dev["f1"],
+                 {k: v["f1"] for k, v in dev["datasets"].items()})
+        if dev["f1"] > best_f1:
+            best_f1 = dev["f1"]
+            tmp = run_dir / (BEST_DIR + ".tmp")
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            model.save(tmp, extra={**meta, "dev_metrics": dev, "step": global_step})
+            _atomic_replace(tmp, run_dir / BEST_DIR)
+        save_checkpoint(epoch + 1, 0)
+        (run_dir / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        plot_learning_curve(history, run_dir / "learning_curve.png")
+    tracker.finish("done")
+    best_meta = json.loads((run_dir / BEST_DIR / "tagger_config.json").read_text())
+    return TrainResult(run_dir, run_dir / BEST_DIR, best_meta.get("dev_metrics", {}), history,
+                       tokens_seen / max(train_seconds, 1e-9), global_step)
+
+
+def command_line() -> str:
+    import shlex
+    import sys
+
+    return " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0]), *sys.argv[1:]])

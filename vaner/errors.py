@@ -1,0 +1,65 @@
+"""Domain errors. Every error a user can cause derives from :class:`VanerError`, which carries the
+gRPC status code name it maps to; the CLI prints ``message`` on one line and exits non-zero, and
+the one gRPC interceptor (services/interceptors.py) turns it into a status. Core code therefore
+never imports grpc.
+"""
+
+from __future__ import annotations
+
+
+class VanerError(Exception):
+    """Base class: ``code`` is a ``grpc.StatusCode`` name, ``exit_code`` the CLI exit status."""
+
+    code: str = "INTERNAL"
+    exit_code: int = 1
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(VanerError):
+    """Bad input: a malformed file line, an unknown type, an empty text..."""
+
+    code = "INVALID_ARGUMENT"
+    exit_code = 2
+
+
+class NotFound(VanerError):
+    """A file, snapshot, model version or dataset that does not exist."""
+
+    code = "NOT_FOUND"
+    exit_code = 3
+
+
+class FailedPrecondition(VanerError):
+    """The system is not in a state where the operation may run (e.g. encoder mismatch)."""
+
+    code = "FAILED_PRECONDITION"
+    exit_code = 4
+
+
+class AlreadyRunning(VanerError):
+    """A second ingest/retrain while one holds the lock."""
+
+    code = "ABORTED"
+    exit_code = 5
+
+
+class Unavailable(VanerError):
+    """A dependency (Qdrant, PostgreSQL, another vaner service) cannot be reached."""
+
+    code = "UNAVAILABLE"
+    exit_code = 6
+
+
+class ResourceExhausted(VanerError):
+    """Input over a configured size limit."""
+
+    code = "RESOURCE_EXHAUSTED"
+    exit_code = 2
+
+
+class Unauthenticated(VanerError):
+    code = "UNAUTHENTICATED"
+    exit_code = 7
