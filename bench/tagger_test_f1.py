@@ -66,7 +66,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = VanerTagger.load(args.model, device="cpu")
+    from tagger.extract import merge_for_inference
+
+    model = merge_for_inference(VanerTagger.load(args.model, device="cpu"))
     results = {}
     for name in args.datasets.split(","):
         sents = load_dataset(name, args.split)

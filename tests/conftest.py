@@ -12,6 +12,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# tests register their own models; the bundled default would otherwise become `latest` in empty registries
+os.environ.setdefault("VANER_BUNDLED_MODEL", "none")
 
 
 def make_tiny_llama(path: Path, seed: int = 0, layers: int = 2) -> Path:

@@ -1,0 +1,198 @@
+"""``vaner dbr build|list`` and ``vaner retrain``: registered on the ``vaner`` dispatcher."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from typing import Any
+
+from vaner.cli_common import print_json, settings_from_args
+from vaner.errors import InvalidArgument
+
+TRAIN_FLAGS: list[tuple[str, type, str, str | None]] = [
+    # flag, type, help, target ("model." prefix for TaggerConfig fields)
+    ("--epochs", int, "training epochs", "epochs"),
+    ("--steps-per-epoch", int, "optimizer steps per epoch", "steps_per_epoch"),
+    ("--batch-size", int, "sentences per micro-batch", "batch_size"),
+    ("--grad-accum", int, "micro-batches per optimizer step", "grad_accum"),
+    ("--lr", float, "LoRA learning rate", "lr"),
+    ("--dbr-ratio", float, "DBR sentences per dataset sentence, at most", "dbr_ratio"),
+    ("--dev-max-sentences", int, "dev sentences per dataset per evaluation", "dev_max_sentences"),
+    ("--threads", int, "torch CPU threads", "threads"),
+    ("--device", str, "auto, cpu or cuda", "device"),
+    ("--backbone", str, "backbone alias, path or hub id", "model.backbone"),
+    ("--num-layers", int, "keep only the first N decoder layers", "model.num_layers"),
+    ("--max-length", int, "max tokens per input", "model.max_length"),
+]
+
+
+def _parse_set(values: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidArgument(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """TrainConfig overrides from flags; ``model.x`` keys go into the nested TaggerConfig."""
+    flat: dict[str, Any] = {}
+    for flag, _t, _h, target in TRAIN_FLAGS:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None and target:
+            flat[target] = value
+    flat.update(_parse_set(args.set))
+    out: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key.startswith("model."):
+            model[key[len("model."):]] = value
+        else:
+            out[key] = value
+    if model:
+        from tagger.config import TaggerConfig
+
+        base = TaggerConfig().to_dict()
+        base.update(model)
+        out["model"] = base
+    return out
+
+
+def _datasets(value: str) -> list[str]:
+    from tagger.data import DATASETS
+
+    return [d.name for d in DATASETS.parse_list(value)]
+
+
+def _progress(args: argparse.Namespace):
+    from vaner.progress import TqdmProgress
+
+    return TqdmProgress(enabled=not args.json and sys.stderr.isatty() or getattr(args, "progress", False))
+
+
+def cmd_dbr_build(args: argparse.Namespace) -> int:
+    from retrieval.dbr import DbrBuilder, DbrParams
+    from retrieval.remote import build_dbr_remote
+
+    settings = settings_from_args(args).ensure()
+    params = DbrParams(mode=args.mode, seed=args.seed, max_positive=args.max_positive,
+                       max_negative=args.max_negative, top_k=args.top_k)
+    bar = _progress(args)
+    try:
+        if args.retrieval_address:
+            s = build_dbr_remote(args.retrieval_address, settings, _datasets(args.datasets), params,
+                                 args.kb_snapshot, args.data_dir, bar)
+        else:
+            from kb_ingest.kb import KnowledgeBase
+
+            s = DbrBuilder(settings, KnowledgeBase(settings)).build(
+                _datasets(args.datasets), params, snapshot=args.kb_snapshot, data_dir=args.data_dir,
+                progress=bar, force=args.force)
+    finally:
+        bar.close()
+    info = {"id": s.id, "path": str(s.path), "sentences": s.sentences, "snapshot": s.snapshot,
+            "cached": s.cached, "counts": s.manifest.get("counts"), "build_seconds": s.manifest.get("build_seconds")}
+    if args.json:
+        print_json(info)
+    else:
+        c = s.manifest.get("counts", {})
+        print(f"DBR set {s.id} ({'cached' if s.cached else 'built'}): {s.sentences} sentences from "
+              f"{c.get('training_sentences')} training sentences, {c.get('positives')} positive / "
+              f"{c.get('negatives')} negative entities; KB snapshot {s.snapshot}\n{s.path}")
+    return 0
+
+
+def cmd_dbr_list(args: argparse.Namespace) -> int:
+    from retrieval.dbr import list_sets
+
+    sets = list_sets(settings_from_args(args))
+    if args.json:
+        print_json(sets)
+    else:
+        for m in sets:
+            print(f"{m['id']}\t{m['snapshot']}\t{','.join(m['datasets'])}\t{m['counts'].get('sentences')}\t"
+                  f"{m['created_at']}")
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from retrieval.remote import remote_dbr_source, tagger_notifier
+    from retrieval.retrain import Retrainer, RetrainRequest
+
+    settings = settings_from_args(args).ensure()
+    request = RetrainRequest(
+        kb_snapshot=args.kb_snapshot, datasets=tuple(_datasets(args.datasets)), dbr_mode=args.dbr,
+        promote_margin=args.promote_margin, seed=args.seed, dbr_seed=args.dbr_seed, data_dir=args.data_dir,
+        output_dir=args.output_dir, train_overrides=train_overrides(args),
+        command=" ".join(["vaner", *map(shlex.quote, sys.argv[1:])]))
+    retrainer = Retrainer(settings, notifier=tagger_notifier(args.tagger_address),
+                          dbr_source=remote_dbr_source(args.retrieval_address, settings))
+    bar = _progress(args)
+    try:
+        outcome = retrainer.run(request, progress=bar)
+    finally:
+        bar.close()
+    if args.json:
+        print_json(outcome.to_dict())
+    else:
+        d = outcome.to_dict()
+        print(f"model {d['model']} registered (KB snapshot {d['snapshot']}, DBR {d['dbr_set'] or 'none'}); "
+              f"{'PROMOTED to latest' if d['promoted'] else 'NOT promoted'}: {d['reason']}"
+              + (f"; tagger service: {d['notified']}" if d["notified"] else ""))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kb-snapshot", default="latest", help="KB snapshot id or 'latest' (default)")
+    p.add_argument("--datasets", default="ncbi,s800", help="comma-separated dataset names (default ncbi,s800)")
+    p.add_argument("--data-dir", default=None, help="folder of the datasets (default $VANER_DATA_DIR or shared)")
+    p.add_argument("--retrieval-address", default=None,
+                   help="build DBR on a retrieval service (host:port; default $VANER_RETRIEVAL_ADDRESS, "
+                        "else in-process)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--progress", action="store_true", help="show progress bars even when not a terminal")
+
+
+def register(sub) -> None:  # noqa: ANN001 - argparse subparsers action
+    dbr = sub.add_parser("dbr", help="Dense Bioentities Recognition sets (paper 3.4)")
+    dsub = dbr.add_subparsers(dest="dbr_command", metavar="ACTION")
+    b = dsub.add_parser("build", help="mine phrases, retrieve KB entities, assemble DBR sentences (cached)")
+    _common(b)
+    b.add_argument("--mode", choices=["retrieved", "random"], default="retrieved",
+                   help="retrieved (paper) or random entities at the same counts (ablation)")
+    b.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    b.add_argument("--max-positive", type=int, default=10, help="entities of the sentence's type (default 10)")
+    b.add_argument("--max-negative", type=int, default=5, help="entities of other types (default 5)")
+    b.add_argument("--top-k", type=int, default=5, help="KB entities per query phrase (default 5)")
+    b.add_argument("--force", action="store_true", help="rebuild even when a cached set matches")
+    b.set_defaults(func=cmd_dbr_build)
+    ls = dsub.add_parser("list", help="cached DBR sets")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_dbr_list)
+    dbr.set_defaults(func=lambda args: (dbr.print_help(sys.stderr), 2)[1])
+
+    r = sub.add_parser("retrain", help="rebuild DBR from a KB snapshot, train, evaluate, register, "
+                                       "promote if not worse")
+    _common(r)
+    r.add_argument("--dbr", choices=["retrieved", "random", "none"], default="retrieved",
+                   help="DBR mode mixed into training (default retrieved)")
+    r.add_argument("--promote-margin", type=float, default=0.5,
+                   help="promote when dev F1 is at most this many points below the current latest (0.5)")
+    r.add_argument("--tagger-address", default=None,
+                   help="tagger service to LoadModel the promoted version (default $VANER_TAGGER_ADDRESS)")
+    r.add_argument("--seed", type=int, default=13, help="training seed (default 13)")
+    r.add_argument("--dbr-seed", type=int, default=None, help="DBR sampling seed (default: --seed)")
+    r.add_argument("--output-dir", default=None, help="run folder (default VANER_HOME/runs/retrain-...)")
+    g = r.add_argument_group("training overrides")
+    for flag, typ, help_, _target in TRAIN_FLAGS:
+        g.add_argument(flag, type=typ, default=None, help=help_)
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any TrainConfig field (model.x for TaggerConfig), JSON values; repeatable")
+    r.set_defaults(func=cmd_retrain)

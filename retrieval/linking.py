@@ -1,0 +1,57 @@
+"""Entity linking for ``--link``: top-k KB concepts (CUI, name, score) per extracted span.
+
+Users ask for concept ids far more than for bare spans (USERS.md #3). Linking reuses the DBR
+retrieval path, so spans are encoded with the snapshot's own encoder. Spans are grouped by their
+category filter and de-duplicated before encoding, because a document batch repeats mentions
+(``BRCA1`` ten times) and a filter per category lets the vector store do the filtering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from retrieval.retrieve import KnowledgeBaseLike, Retriever
+from vaner.categories import Category
+from vaner.errors import InvalidArgument
+
+CategoryFilter = Category | Sequence[Category] | None
+
+
+def _as_tuple(value: CategoryFilter) -> tuple[Category, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (Category, str)):
+        return (Category.parse(value),)
+    return tuple(sorted({Category.parse(v) for v in value}, key=lambda c: c.value))
+
+
+def link_spans(kb: KnowledgeBaseLike, texts: list[str], k: int = 5, snapshot: str = "latest",
+               categories: Sequence[CategoryFilter] | None = None, *, shared_categories: CategoryFilter = None,
+               retriever: Retriever | None = None) -> list[list[Any]]:
+    """Top-k concepts per span text, in input order.
+
+    ``categories`` gives one filter PER SPAN (a category, a list of them, or None), typically each
+    span's predicted category so a Gene span links to Gene concepts; ``shared_categories`` applies
+    one filter to all spans. An empty span list returns ``[]``; a span with no match gets ``[]``.
+    """
+    if not texts:
+        return []
+    if k < 1:
+        raise InvalidArgument(f"link k must be >= 1, got {k}")
+    if categories is not None:
+        if len(categories) != len(texts):
+            raise InvalidArgument(f"{len(categories)} category filters for {len(texts)} spans")
+        per_span = [_as_tuple(c) for c in categories]
+    else:
+        per_span = [_as_tuple(shared_categories)] * len(texts)
+    r = retriever or Retriever(kb, snapshot, k=k)
+    out: list[list[Any]] = [[] for _ in texts]
+    groups: dict[tuple[Category, ...], list[int]] = {}
+    for i, cats in enumerate(per_span):
+        groups.setdefault(cats, []).append(i)
+    for cats, idxs in groups.items():
+        hits = r.retrieve([texts[i] for i in idxs], list(cats) or None)
+        for i, h in zip(idxs, hits, strict=True):
+            out[i] = h[:k]
+    return out

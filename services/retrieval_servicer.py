@@ -1,0 +1,139 @@
+"""Retrieval gRPC servicer: thin over retrieval/ (KServe style).
+
+Each method validates the request, converts protos to domain values, calls the core, and converts
+back. Bad input raises :class:`VanerError` subclasses; the shared interceptor maps them to status
+codes, so this module never sets a code itself.
+
+BuildDbrSamples runs the build in a worker thread and streams its progress events; if the client
+goes away the build still finishes, because the result is a cached artifact the next call reuses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from retrieval.dbr import DbrBuilder, DbrParams
+from retrieval.phrases import PhraseMiner
+from retrieval.retrieve import Retriever
+from vaner import __version__
+from vaner.categories import Category
+from vaner.errors import InvalidArgument, ResourceExhausted
+from vaner.progress import ProgressEvent
+from vaner.settings import Settings
+from vaner.v1 import common_pb2, kb_pb2, retrieval_pb2, retrieval_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+MAX_SENTENCES = 20_000
+MAX_PHRASES = 20_000
+MAX_K = 100
+
+
+def progress_to_proto(ev: ProgressEvent) -> common_pb2.Progress:
+    return common_pb2.Progress(stage=ev.stage, done=int(ev.done), total=int(ev.total or 0), rate=float(ev.rate),
+                               eta_seconds=float(ev.eta_seconds) if ev.eta_seconds is not None else -1.0,
+                               message=ev.message)
+
+
+def hit_to_proto(h: Any) -> common_pb2.ConceptMatch:
+    return common_pb2.ConceptMatch(cui=str(h.cui), name=str(h.name),
+                                   categories=[Category.parse(c).to_proto() for c in h.categories],
+                                   score=float(h.score), tuis=[str(t) for t in (h.tuis or ())],
+                                   source=str(h.source or ""))
+
+
+def _categories(numbers) -> list[Category] | None:
+    cats = [Category.from_proto(n) for n in numbers if n != 0]
+    return cats or None
+
+
+class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
+    def __init__(self, settings: Settings, kb: Any = None, *, default_data_dir: str | None = None):
+        self.settings = settings
+        self._kb = kb
+        self._kb_lock = threading.Lock()
+        self.default_data_dir = default_data_dir
+
+    @property
+    def kb(self) -> Any:
+        with self._kb_lock:
+            if self._kb is None:
+                from kb_ingest.kb import KnowledgeBase
+
+                self._kb = KnowledgeBase(self.settings)
+            return self._kb
+
+    def MinePhrases(self, request, context):
+        sentences = [list(s.tokens) for s in request.sentences]
+        if len(sentences) > MAX_SENTENCES:
+            raise ResourceExhausted(f"{len(sentences)} sentences in one request; the limit is {MAX_SENTENCES}")
+        # corpus statistics come from the request itself: send a whole document set for best phrases
+        miner = PhraseMiner().fit(sentences)
+        return retrieval_pb2.MinePhrasesResponse(
+            results=[retrieval_pb2.MinedPhrases(phrases=[p.text for p in miner.mine(words)]) for words in sentences])
+
+    def Retrieve(self, request, context):
+        phrases = list(request.phrases)
+        if len(phrases) > MAX_PHRASES:
+            raise ResourceExhausted(f"{len(phrases)} phrases in one request; the limit is {MAX_PHRASES}")
+        k = request.k or 5
+        if not 1 <= k <= MAX_K:
+            raise InvalidArgument(f"k must be between 1 and {MAX_K}, got {request.k}")
+        if not phrases:
+            return retrieval_pb2.RetrieveResponse()
+        retriever = Retriever(self.kb, request.snapshot or "latest", k=k)
+        results = retriever.retrieve(phrases, _categories(request.categories))
+        return retrieval_pb2.RetrieveResponse(
+            results=[kb_pb2.SearchHits(hits=[hit_to_proto(h) for h in hits]) for hits in results])
+
+    def BuildDbrSamples(self, request, context) -> Iterator[retrieval_pb2.BuildDbrEvent]:
+        datasets = [d for d in request.datasets if d.strip()]
+        if not datasets:
+            raise InvalidArgument("BuildDbrSamples needs at least one dataset name")
+        mode = {0: "retrieved", 1: "retrieved", 2: "random"}.get(request.mode)
+        if mode is None:
+            raise InvalidArgument(f"unknown DBR mode {request.mode}")
+        params = DbrParams(mode=mode, seed=request.seed, max_positive=request.max_positive or 10,
+                           max_negative=request.max_negative or 5, top_k=request.top_k or 5)
+        data_dir = request.data_dir or self.default_data_dir
+        events: queue.Queue = queue.Queue()
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                result["set"] = DbrBuilder(self.settings, self.kb).build(
+                    datasets, params, snapshot=request.snapshot or "latest", data_dir=data_dir, progress=events.put)
+            except BaseException as exc:  # re-raised in the RPC thread for the interceptor
+                result["error"] = exc
+            finally:
+                events.put(None)
+
+        threading.Thread(target=work, name="dbr-build", daemon=True).start()
+        while True:
+            ev = events.get()
+            if ev is None:
+                break
+            if context is None or context.is_active():
+                yield retrieval_pb2.BuildDbrEvent(progress=progress_to_proto(ev))
+        if "error" in result:
+            raise result["error"]
+        s = result["set"]
+        yield retrieval_pb2.BuildDbrEvent(done=retrieval_pb2.DbrSet(
+            id=s.id, path=str(Path(s.path)), sentences=s.sentences, snapshot=s.snapshot,
+            params_json=json.dumps(s.params, sort_keys=True)))
+
+    def Health(self, request, context):
+        details = {"dbr_dir": str(self.settings.dbr_dir)}
+        ok = True
+        try:
+            details["kb_snapshot"] = str(self.kb.get_snapshot("latest").id)
+        except Exception as exc:  # health reports, it does not fail
+            ok = False
+            details["kb"] = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+        return kb_pb2.HealthResponse(ok=ok, service="retrieval", version=__version__, details=details)

@@ -1,0 +1,153 @@
+"""Helpers for tests and benchmarks that run services as real processes on real loopback ports.
+
+Kept in the package (not in tests/) so the load benchmark and the test suite start services the
+same way; nothing here is used by the services themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the process that started it dies (Linux), so a
+    killed test run or supervisor leaves no orphan services holding ports."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_serving(address: str, timeout: float = 60.0, service: str = "", proc: subprocess.Popen | None = None,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+    """Poll standard health checking until SERVING; fail early if the process exited."""
+    end = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"service at {address} exited with {proc.returncode} before serving")
+        channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+        try:
+            stub = health_pb2_grpc.HealthStub(channel)
+            resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+            if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError as exc:
+            last = exc
+        finally:
+            channel.close()
+        time.sleep(0.1)
+    raise TimeoutError(f"service at {address} not SERVING within {timeout}s ({last})")
+
+
+class ServiceProcess:
+    """``vaner serve <service>`` in a child process, with its log captured to a file."""
+
+    def __init__(self, service: str, home: Path, port: int | None = None, config: Path | None = None,
+                 extra_args: Sequence[str] = (), env: dict[str, str] | None = None, log_dir: Path | None = None):
+        self.service = service
+        self.home = Path(home)
+        self.port = port or free_port()
+        self.config = config
+        self.extra_args = list(extra_args)
+        self.env = {**os.environ, "VANER_HOME": str(self.home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                    "TOKENIZERS_PARALLELISM": "false", "VANER_TAGGER_THREADS": os.environ.get("VANER_TAGGER_THREADS", "1"),
+                    "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
+        self.env.pop("VANER_CONFIG", None)
+        self.log_path = (log_dir or self.home) / f"{service}-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "vaner.cli", "serve", self.service, "--port", str(self.port)]
+        if self.config:
+            cmd += ["--config", str(self.config)]
+        return cmd + self.extra_args
+
+    def start(self, wait: bool = True, timeout: float = 90.0) -> ServiceProcess:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.command(), env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     cwd=str(REPO), preexec_fn=die_with_parent)
+        if wait:
+            self.wait(timeout)
+        return self
+
+    def wait(self, timeout: float = 90.0) -> None:
+        try:
+            wait_serving(self.address, timeout, proc=self.proc)
+        except Exception as exc:
+            raise RuntimeError(f"{exc}\n--- {self.service} log ---\n{self.log()[-4000:]}") from exc
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self._log.close()
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> ServiceProcess:
+        return self if self.proc is not None and self.proc.poll() is None else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def make_tiny_model(backbone_dir: Path, artifact_dir: Path, seed: int = 0) -> Path:
+    """A loadable model artifact over a tiny random LLaMA (see tests/conftest.py)."""
+    from tagger.config import TaggerConfig
+    from tagger.model import VanerTagger
+
+    model = VanerTagger.create(TaggerConfig(backbone=str(backbone_dir)), device="cpu", seed=seed)
+    return model.save(artifact_dir)
+
+
+def register_model(home: Path, artifact_dir: Path, promote: bool = True, metrics: dict | None = None):  # noqa: ANN201
+    from tagger.registry import ModelRegistry
+    from vaner.settings import Settings
+
+    reg = ModelRegistry(Settings(home=home), bundled_default=None)
+    return reg.register(artifact_dir, backbone="tiny", datasets=[], template={}, hyperparameters={},
+                        metrics=metrics or {}, command="test", promote=promote)

@@ -1,0 +1,75 @@
+"""`vaner dbr build|list` and `vaner retrain` through the real dispatcher, with fakes behind them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.test_dbr_fakes import FakeKB, FakeRegistry, TrainResult, write_data_dir
+
+
+@pytest.fixture()
+def patched(tmp_path, monkeypatch, vaner_home):
+    import kb_ingest.kb
+
+    kb = FakeKB()
+    monkeypatch.setattr(kb_ingest.kb, "KnowledgeBase", lambda settings: kb)
+    return write_data_dir(tmp_path / "data"), kb
+
+
+def _run(argv, capsys):
+    from vaner.cli import main
+
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_dbr_build_json_and_cache(patched, capsys):
+    data, _ = patched
+    argv = ["dbr", "build", "--datasets", "ncbi,s800", "--data-dir", str(data), "--seed", "4", "--json"]
+    code, out, err = _run(argv, capsys)
+    assert code == 0, err
+    first = json.loads(out)
+    assert first["sentences"] > 0 and first["snapshot"] == "snap-1" and not first["cached"]
+    code, out, _ = _run(argv, capsys)
+    assert json.loads(out)["cached"] and json.loads(out)["id"] == first["id"]
+    code, out, _ = _run(["dbr", "list", "--json"], capsys)
+    assert [m["id"] for m in json.loads(out)] == [first["id"]]
+
+
+def test_dbr_build_errors_are_one_line(patched, capsys):
+    data, _ = patched
+    code, _, err = _run(["dbr", "build", "--datasets", "nosuch", "--data-dir", str(data)], capsys)
+    assert code == 3 and err.startswith("error: unknown dataset")
+    code, _, err = _run(["dbr", "build", "--kb-snapshot", "s-404", "--datasets", "ncbi", "--data-dir", str(data)],
+                        capsys)
+    assert code == 3 and "snapshot" in err
+
+
+def test_retrain_cli_with_fake_trainer(patched, capsys, monkeypatch):
+    import tagger.registry
+    import tagger.train
+
+    data, _ = patched
+    reg = FakeRegistry(latest_f1=90.0)
+    monkeypatch.setattr(tagger.registry, "ModelRegistry", lambda settings: reg)
+    seen = {}
+
+    def fake_train(config, *, extra_sentences=(), progress=None):
+        seen["config"] = config
+        art = config.run_dir / "best"
+        art.mkdir(parents=True, exist_ok=True)
+        return TrainResult(art, {"f1": 80.0, "datasets": {"ncbi": {"f1": 80.0}}})
+
+    monkeypatch.setattr(tagger.train, "train", fake_train)
+    code, out, err = _run(["retrain", "--datasets", "ncbi", "--data-dir", str(data), "--epochs", "2",
+                           "--num-layers", "2", "--set", "lr=0.0002", "--json"], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["promoted"] is False and reg.latest == "m0" and res["snapshot"] == "snap-1"
+    assert seen["config"].epochs == 2 and seen["config"].model.num_layers == 2 and seen["config"].lr == 2e-4
+    code, out, err = _run(["retrain", "--datasets", "ncbi", "--data-dir", str(data), "--promote-margin", "20",
+                           "--json"], capsys)
+    assert json.loads(out)["promoted"] is True and reg.latest == json.loads(out)["model"]
