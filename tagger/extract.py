@@ -64,7 +64,7 @@ def merge_for_inference(tagger: VanerTagger) -> VanerTagger:
     """Fold the LoRA weights into the base weights, in place, for a tagger that will not train again.
 
     Why: the PEFT wrappers run two extra small matmuls per projection; merging them measured ~39 %
-    less CPU time per token on the 2-core CPU (BENCHMARKS.tagger.md) with the same outputs up to
+    less CPU time per token on the 2-core CPU (BENCHMARKS.md) with the same outputs up to
     float rounding. Not for 4-bit bases (merging would dequantise) nor for taggers still training.
     """
     if getattr(tagger.config, "quantize_4bit", False):

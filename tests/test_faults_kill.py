@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -130,7 +131,17 @@ def test_kill_retrieval_while_tagger_serves(world):
                 list(tg.retrain_events(world["snap"].id, ["ncbi"], "retrieved", timeout=120))
             assert tg.model_info().id == world["model"].id
             retrieval.start(timeout=START)
-            assert rt.health().ok
+            # the long-lived client's channel is in gRPC reconnect backoff after the failures above;
+            # it must recover by itself within a bounded time (no new client)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    assert rt.health(timeout=5).ok
+                    break
+                except E.Unavailable:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
             assert tg.extract(["Aspirin reduces fever."])[0].entities is not None
     finally:
         tagger.stop(timeout=10)
