@@ -130,14 +130,7 @@ class SnapshotStore:
 
     def update(self, snapshot_id: str, **values: object) -> None:
         def go(s: Session) -> None:
-            row = s.get(KbSnapshotRow, snapshot_id)
-            if row is None:
-                raise NotFound(f"snapshot {snapshot_id} not found")
-            for key, value in values.items():
-                if key in ("skipped", "sources", "filters"):
-                    setattr(row, f"{key}_json", json.dumps(value, sort_keys=True))
-                else:
-                    setattr(row, key, value)
+            row = _apply(s, snapshot_id, values)
             s.add(row)
             s.commit()
         self._run(go)
@@ -145,14 +138,7 @@ class SnapshotStore:
     def complete(self, snapshot_id: str, *, make_latest: bool = True, **values: object) -> None:
         """Mark complete and flip ``latest`` in the same transaction."""
         def go(s: Session) -> None:
-            row = s.get(KbSnapshotRow, snapshot_id)
-            if row is None:
-                raise NotFound(f"snapshot {snapshot_id} not found")
-            for key, value in values.items():
-                if key in ("skipped", "sources", "filters"):
-                    setattr(row, f"{key}_json", json.dumps(value, sort_keys=True))
-                else:
-                    setattr(row, key, value)
+            row = _apply(s, snapshot_id, values)
             row.status = "complete"
             row.finished_at = now_iso()
             s.add(row)
@@ -211,3 +197,16 @@ class SnapshotStore:
 
     def building(self) -> list[SnapshotInfo]:
         return [i for i in self.list() if i.status == "building"]
+
+
+def _apply(s: Session, snapshot_id: str, values: dict) -> KbSnapshotRow:
+    """Load a snapshot row and set fields on it; JSON-typed fields are stored serialised."""
+    row = s.get(KbSnapshotRow, snapshot_id)
+    if row is None:
+        raise NotFound(f"snapshot {snapshot_id} not found")
+    for key, value in values.items():
+        if key in ("skipped", "sources", "filters"):
+            setattr(row, f"{key}_json", json.dumps(value, sort_keys=True))
+        else:
+            setattr(row, key, value)
+    return row

@@ -151,3 +151,16 @@ def register_model(home: Path, artifact_dir: Path, promote: bool = True, metrics
     reg = ModelRegistry(Settings(home=home), bundled_default=None)
     return reg.register(artifact_dir, backbone="tiny", datasets=[], template={}, hyperparameters={},
                         metrics=metrics or {}, command="test", promote=promote)
+
+
+def slice_conll(src: Path, dest: Path, sentences: int) -> None:
+    """Copy the first ``sentences`` sentences of a CoNLL file, so real-process tests train in seconds."""
+    out, n = [], 0
+    for line in src.read_text(encoding="utf-8").splitlines():
+        out.append(line)
+        if not line.strip():
+            n += 1
+            if n >= sentences:
+                break
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text("\n".join(out) + "\n", encoding="utf-8")

@@ -21,7 +21,7 @@ import pytest
 
 from clients import KnowledgeBaseClient, RetrievalClient, TaggerClient
 from clients.types import Progress
-from services.testing import REPO, make_tiny_model, register_model, wait_serving
+from services.testing import REPO, make_tiny_model, register_model, slice_conll, wait_serving
 
 FIXTURE = Path(__file__).parent / "fixtures" / "umls"
 SHARED_NCBI = Path(os.environ.get("VANER_DATA_DIR", REPO.parent / "shared" / "data" / "bioner")) / "ncbi"
@@ -44,18 +44,6 @@ def _consecutive_free_ports(n: int = 3) -> int:
     raise RuntimeError("no free ports")
 
 
-def _slice_conll(src: Path, dest: Path, sentences: int) -> None:
-    out, n = [], 0
-    for line in src.read_text(encoding="utf-8").splitlines():
-        out.append(line)
-        if not line.strip():
-            n += 1
-            if n >= sentences:
-                break
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text("\n".join(out) + "\n", encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, tiny_backbone):
     if not (SHARED_NCBI / "train.tsv").exists():
@@ -63,7 +51,7 @@ def stack(tmp_path_factory, tiny_backbone):
     root = tmp_path_factory.mktemp("e2e")
     home, data = root / "home", root / "data"
     for split, n in (("train", 40), ("dev", 10), ("test", 10)):
-        _slice_conll(SHARED_NCBI / f"{split}.tsv", data / "ncbi" / f"{split}.tsv", n)
+        slice_conll(SHARED_NCBI / f"{split}.tsv", data / "ncbi" / f"{split}.tsv", n)
     rrf = root / "rrf"
     shutil.copytree(FIXTURE, rrf)
     first = register_model(home, make_tiny_model(tiny_backbone, root / "first"))

@@ -16,24 +16,12 @@ import pytest
 from clients import KnowledgeBaseClient, RetrievalClient, TaggerClient
 from clients.base import RetryPolicy
 from clients.types import Progress
-from services.testing import REPO, ServiceProcess, free_port, make_tiny_model, register_model
+from services.testing import REPO, ServiceProcess, free_port, make_tiny_model, register_model, slice_conll
 from vaner import errors as E
 
 FIXTURE = Path(__file__).parent / "fixtures" / "umls"
 SHARED_NCBI = Path(os.environ.get("VANER_DATA_DIR", REPO.parent / "shared" / "data" / "bioner")) / "ncbi"
 START = 300  # seconds a process may take to come up on a busy 2-core machine
-
-
-def _slice(src: Path, dest: Path, sentences: int) -> None:
-    out, n = [], 0
-    for line in src.read_text(encoding="utf-8").splitlines():
-        out.append(line)
-        if not line.strip():
-            n += 1
-            if n >= sentences:
-                break
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text("\n".join(out) + "\n", encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +69,7 @@ def test_kill_tagger_during_retrain(world):
         pytest.skip(f"shared NCBI data not found at {SHARED_NCBI}")
     data = world["root"] / "data"
     for split, n in (("train", 40), ("dev", 10), ("test", 10)):
-        _slice(SHARED_NCBI / f"{split}.tsv", data / "ncbi" / f"{split}.tsv", n)
+        slice_conll(SHARED_NCBI / f"{split}.tsv", data / "ncbi" / f"{split}.tsv", n)
     env = {"VANER_TAGGER_KB_ADDRESS": world["kb"].address}
     tagger = ServiceProcess("tagger", world["home"], env=env, log_dir=world["root"]).start(timeout=START)
     overrides = {"data_dir": str(data), "train_overrides": {
