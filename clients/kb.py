@@ -13,6 +13,7 @@ from clients.base import BaseClient
 from clients.types import Concept, Health, Progress, Snapshot
 from vaner.categories import Category
 from vaner.errors import Unavailable
+from vaner.progress_proto import progress_from_proto
 from vaner.v1 import kb_pb2, kb_pb2_grpc
 
 
@@ -44,7 +45,7 @@ class KnowledgeBaseClient(BaseClient):
             if ev.HasField("done"):
                 yield Snapshot.from_proto(ev.done)
             elif ev.HasField("progress"):
-                yield Progress.from_proto(ev.progress)
+                yield progress_from_proto(ev.progress)
 
     def ingest(self, on_progress=None, **kwargs) -> Snapshot:  # noqa: ANN001, ANN003
         snap = None

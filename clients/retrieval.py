@@ -8,6 +8,7 @@ from clients.base import BaseClient
 from clients.types import Concept, DbrSet, Health, Progress
 from vaner.categories import Category
 from vaner.errors import InvalidArgument, Unavailable
+from vaner.progress_proto import progress_from_proto
 from vaner.v1 import kb_pb2, retrieval_pb2, retrieval_pb2_grpc
 
 
@@ -44,7 +45,7 @@ class RetrievalClient(BaseClient):
             if ev.HasField("done"):
                 yield DbrSet.from_proto(ev.done)
             elif ev.HasField("progress"):
-                yield Progress.from_proto(ev.progress)
+                yield progress_from_proto(ev.progress)
 
     def build_dbr(self, datasets: Sequence[str], on_progress=None, **kwargs) -> DbrSet:  # noqa: ANN001, ANN003
         result = None

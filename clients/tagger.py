@@ -9,6 +9,7 @@ import grpc
 from clients.base import BaseClient
 from clients.types import DocumentEntities, Health, ModelVersion, Progress, RetrainResult
 from vaner.categories import Category
+from vaner.progress_proto import progress_from_proto
 from vaner.v1 import kb_pb2, tagger_pb2, tagger_pb2_grpc
 
 DocumentLike = str | tuple[str, str] | object
@@ -78,7 +79,7 @@ class TaggerClient(BaseClient):
             if ev.HasField("done"):
                 yield RetrainResult(ModelVersion.from_proto(ev.done), ev.promoted)
             elif ev.HasField("progress"):
-                yield Progress.from_proto(ev.progress)
+                yield progress_from_proto(ev.progress)
 
     def retrain(self, *args, on_progress=None, **kwargs) -> RetrainResult:  # noqa: ANN001, ANN002, ANN003
         """Run a retrain to completion; ``on_progress`` sees each :class:`Progress`."""

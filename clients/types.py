@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Progress events are the core type itself, so CLI bars and remote streams share one shape.
+from vaner.progress import ProgressEvent as Progress  # noqa: F401 - re-exported
 from vaner.v1 import common_pb2
 
 _CATEGORY_NAMES = {common_pb2.DISEASE: "Disease", common_pb2.CHEMICAL: "Chemical", common_pb2.GENE: "Gene",
@@ -93,21 +95,6 @@ class ModelVersion:
                    metrics=_loads(m.metrics_json), hyperparameters=_loads(m.hyperparameters_json),
                    instruction_template=_loads(m.instruction_template), command=m.command, created_at=m.created_at,
                    artifact_path=m.artifact_path)
-
-
-@dataclass(frozen=True)
-class Progress:
-    stage: str
-    done: int
-    total: int | None
-    rate: float
-    eta_seconds: float | None
-    message: str = ""
-
-    @classmethod
-    def from_proto(cls, p: common_pb2.Progress) -> Progress:
-        return cls(stage=p.stage, done=p.done, total=p.total or None, rate=p.rate,
-                   eta_seconds=None if p.eta_seconds < 0 else p.eta_seconds, message=p.message)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from vaner.errors import (
     Unavailable,
     VanerError,
 )
-from vaner.progress import ProgressCallback, ProgressEvent
+from vaner.progress import ProgressCallback
+from vaner.progress_proto import progress_from_proto
 from vaner.settings import Settings
 
 TAGGER_ADDRESS_ENV = "VANER_TAGGER_ADDRESS"
@@ -98,9 +99,7 @@ def build_dbr_remote(address: str, settings: Settings, datasets: Sequence[str], 
         try:
             for ev in stub.BuildDbrSamples(req, timeout=timeout):
                 if ev.HasField("progress") and progress:
-                    p = ev.progress
-                    progress(ProgressEvent(p.stage, p.done, p.total or None, p.rate,
-                                           p.eta_seconds if p.eta_seconds >= 0 else None, p.message))
+                    progress(progress_from_proto(ev.progress))
                 elif ev.HasField("done"):
                     done = ev.done
         except Exception as exc:

@@ -21,6 +21,7 @@ from vaner import __version__
 from vaner.categories import Category
 from vaner.errors import InvalidArgument, VanerError
 from vaner.progress import ProgressEvent
+from vaner.progress_proto import progress_to_proto
 from vaner.v1 import common_pb2, kb_pb2, kb_pb2_grpc
 
 _STATUS = {"building": common_pb2.BUILDING, "complete": common_pb2.COMPLETE, "failed": common_pb2.FAILED}
@@ -42,10 +43,6 @@ def snapshot_to_proto(info) -> common_pb2.Snapshot:  # noqa: ANN001 - kb_ingest.
         filters_json=json.dumps(info.filters, sort_keys=True), created_at=info.created_at, error=info.error)
 
 
-def progress_to_proto(ev: ProgressEvent) -> common_pb2.Progress:
-    return common_pb2.Progress(stage=ev.stage, done=int(ev.done), total=int(ev.total or 0), rate=float(ev.rate),
-                               eta_seconds=float(ev.eta_seconds) if ev.eta_seconds is not None else -1.0,
-                               message=ev.message)
 
 
 def hit_to_proto(hit) -> common_pb2.ConceptMatch:  # noqa: ANN001 - kb_ingest.kb.ConceptHit

@@ -24,7 +24,7 @@ from retrieval.retrieve import Retriever
 from vaner import __version__
 from vaner.categories import Category
 from vaner.errors import InvalidArgument, ResourceExhausted
-from vaner.progress import ProgressEvent
+from vaner.progress_proto import progress_to_proto
 from vaner.settings import Settings
 from vaner.v1 import common_pb2, kb_pb2, retrieval_pb2, retrieval_pb2_grpc
 
@@ -35,10 +35,6 @@ MAX_PHRASES = 20_000
 MAX_K = 100
 
 
-def progress_to_proto(ev: ProgressEvent) -> common_pb2.Progress:
-    return common_pb2.Progress(stage=ev.stage, done=int(ev.done), total=int(ev.total or 0), rate=float(ev.rate),
-                               eta_seconds=float(ev.eta_seconds) if ev.eta_seconds is not None else -1.0,
-                               message=ev.message)
 
 
 def hit_to_proto(h: Any) -> common_pb2.ConceptMatch:

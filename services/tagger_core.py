@@ -462,7 +462,7 @@ def _remote_dbr_source(address: str, settings: Settings, client_options: dict) -
     def source(datasets, params, snapshot, data_dir, progress):  # noqa: ANN001, ANN202
         def relay(p: Any) -> None:
             if progress is not None:
-                progress(ProgressEvent(p.stage, p.done, p.total, p.rate, p.eta_seconds, p.message))
+                progress(p)  # clients yield core ProgressEvents
 
         done = client.build_dbr(list(datasets), snapshot=snapshot, mode=params.mode, data_dir=data_dir or "",
                                 seed=params.seed, max_positive=params.max_positive, max_negative=params.max_negative,

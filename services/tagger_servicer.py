@@ -16,6 +16,7 @@ from services.tagger_core import DocumentResult, ModelInfo, RetrainEvent, Retrai
 from vaner import __version__
 from vaner.categories import Category
 from vaner.errors import InvalidArgument, VanerError
+from vaner.progress_proto import progress_to_proto
 from vaner.v1 import common_pb2, kb_pb2, tagger_pb2, tagger_pb2_grpc
 
 
@@ -59,10 +60,6 @@ def model_to_proto(info: ModelInfo) -> common_pb2.ModelVersion:
         command=info.command, created_at=info.created_at, artifact_path=info.artifact_path)
 
 
-def progress_to_proto(ev) -> common_pb2.Progress:  # noqa: ANN001 - vaner.progress.ProgressEvent
-    return common_pb2.Progress(stage=ev.stage, done=int(ev.done), total=int(ev.total or 0), rate=float(ev.rate),
-                               eta_seconds=-1.0 if ev.eta_seconds is None else float(ev.eta_seconds),
-                               message=ev.message)
 
 
 def _check_options(options: tagger_pb2.ExtractOptions) -> list[Category]:
