@@ -34,7 +34,7 @@ def build_kb(settings: Settings, data_dir: Path, encoder: str) -> dict:
 
     kb = KnowledgeBase(settings)
     by_cat = defaultdict(list)
-    for name in DATASETS.names():
+    for name in DATASETS.names("bioner"):
         info = DATASETS.get(name)
         path = data_dir / info.directory / "train.tsv"
         if path.exists():

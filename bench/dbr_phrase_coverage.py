@@ -70,7 +70,7 @@ def coverage(sentences, miner: PhraseMiner | None, variant: str = "miner") -> di
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", default=",".join(DATASETS.names()))
+    ap.add_argument("--datasets", default=",".join(DATASETS.names("bioner")))
     ap.add_argument("--split", default="train", choices=["train", "dev"])
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--max-phrases", type=int, default=MinerConfig.max_phrases)

@@ -57,7 +57,7 @@ def plot(results: dict, path: Path, title: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
-    ap.add_argument("--datasets", default=",".join(DATASETS.names()))
+    ap.add_argument("--datasets", default=",".join(DATASETS.names("bioner")))
     ap.add_argument("--split", default="test")
     ap.add_argument("--max-sentences", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=32)
