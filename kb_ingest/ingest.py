@@ -130,6 +130,7 @@ class Concept:
     terms: list[str]
     tuis: tuple[str, ...] = ()
     categories: tuple[Category, ...] = ()
+    codes: list[tuple[str, str]] = field(default_factory=list)  # (SAB, CODE) of each term's first atom
 
 
 @dataclass
@@ -149,13 +150,16 @@ def iter_mrconso_concepts(reader: RrfReader, filters: UmlsFilters, counts: Inges
     string comparisons and dict lookups per row, no objects until a concept is complete."""
     c_cui, c_lat, c_ts, c_stt = reader.col("CUI"), reader.col("LAT"), reader.col("TS"), reader.col("STT")
     c_pref, c_sab, c_str, c_sup = reader.col("ISPREF"), reader.col("SAB"), reader.col("STR"), reader.col("SUPPRESS")
+    # the source's own id: CODE, else SCUI (a release without either still ingests, with empty codes)
+    c_code = reader.index.get("CODE", reader.index.get("SCUI", -1))
+    has_code = c_code >= 0
     langs = frozenset(filters.languages)
     include = frozenset(filters.include_sabs)
     exclude = frozenset(filters.exclude_sabs)
     drop_suppressed = not filters.keep_suppressed
     skipped = counts.skipped
     cur = None
-    terms: dict[str, str] = {}
+    terms: dict[str, tuple[str, str, str]] = {}  # normalised -> (text, SAB, CODE)
     best_rank = -1
     best = ""
     out_of_order = 0
@@ -176,7 +180,7 @@ def iter_mrconso_concepts(reader: RrfReader, filters: UmlsFilters, counts: Inges
         if cui != cur:
             if cur is not None:
                 if terms:
-                    yield Concept(cur, best, list(terms.values()))
+                    yield _concept(cur, best, terms)
                 if cui < cur:
                     out_of_order += 1
             cur = cui
@@ -190,20 +194,25 @@ def iter_mrconso_concepts(reader: RrfReader, filters: UmlsFilters, counts: Inges
         if key in terms:
             skipped["duplicate_string"] = skipped.get("duplicate_string", 0) + 1
         else:
-            terms[key] = text
+            terms[key] = (text, sab, row[c_code] if has_code else "")
         if best_rank < 7:  # 7 = TS=P, STT=PF, ISPREF=Y: nothing can beat it
             rank = (4 if row[c_ts] == "P" else 0) + (2 if row[c_stt] == "PF" else 0) + (row[c_pref] == "Y")
             if rank > best_rank:
                 best_rank = rank
                 best = text
     if cur is not None and terms:
-        yield Concept(cur, best, list(terms.values()))
+        yield _concept(cur, best, terms)
     counts.rows = reader.lines
     if tracker is not None:
         tracker.done = reader.lines
     if out_of_order:
         log.warning("%s is not sorted by CUI (%d concepts out of order): a concept split across the file "
                     "is stored as several concepts", reader.path, out_of_order)
+
+
+def _concept(cui: str, preferred: str, terms: dict[str, tuple[str, str, str]]) -> Concept:
+    vals = list(terms.values())
+    return Concept(cui, preferred, [v[0] for v in vals], codes=[(v[1], v[2]) for v in vals])
 
 
 @dataclass
@@ -239,9 +248,10 @@ class BatchWriter:
     def add_concept(self, concept: Concept, source: str) -> None:
         cats = [c.value for c in concept.categories]
         tuis = list(concept.tuis)
-        for t in concept.terms:
+        codes = concept.codes or [("", "")] * len(concept.terms)
+        for t, (sab, code) in zip(concept.terms, codes, strict=True):
             self.add(t, {"cui": concept.cui, "name": t, "preferred": concept.preferred,
-                         "categories": cats, "tuis": tuis, "source": source})
+                         "categories": cats, "tuis": tuis, "source": source, "sab": sab, "code": code})
 
     def flush(self) -> None:
         texts, payloads = self.pending.texts, self.pending.payloads

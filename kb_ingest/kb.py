@@ -23,6 +23,8 @@ import numpy as np
 
 from kb_ingest.categories import CategoryMap, default_map
 from kb_ingest.encoder import Encoder, load_encoder, resolve_encoder_name
+from kb_ingest.encoder_backends import read_manifest
+from kb_ingest.encoder_registry import EncoderRegistry
 from kb_ingest.filters import UmlsFilters, normalise
 from kb_ingest.ingest import (
     BatchWriter,
@@ -35,7 +37,16 @@ from kb_ingest.ingest import (
     iter_mrconso_concepts,
     sha256_of,
 )
-from kb_ingest.rrf import BadLineReport, RrfReader, check_file, detect_release, read_mrfiles
+from kb_ingest.rrf import (
+    BadLineReport,
+    RrfReader,
+    check_file,
+    detect_release,
+    find_beside,
+    is_gzip,
+    read_mrfiles,
+    rrf_name,
+)
 from kb_ingest.snapshots import SnapshotInfo, SnapshotStore, new_snapshot_id, now_iso
 from kb_ingest.vector_store import VectorStore, collection_name, open_store
 from vaner.categories import Category
@@ -52,7 +63,9 @@ SCORE_DECIMALS = 6
 
 @dataclass(frozen=True)
 class ConceptHit:
-    """One search result. ``name`` is the matched term; ``preferred`` the concept's preferred name."""
+    """One search result. ``name`` is the matched term; ``preferred`` the concept's preferred name;
+    ``sab``/``code`` the source vocabulary and its own id for the matched term (``DOID``,
+    ``DOID:1612``), empty for dataset strings and snapshots ingested before they were stored."""
 
     cui: str
     name: str
@@ -61,11 +74,14 @@ class ConceptHit:
     source: str
     score: float
     preferred: str = ""
+    sab: str = ""
+    code: str = ""
 
     def to_json(self) -> dict:
         return {"cui": self.cui, "name": self.name, "preferred": self.preferred,
                 "categories": [c.value for c in self.categories], "tuis": list(self.tuis),
-                "source": self.source, "score": round(self.score, SCORE_DECIMALS)}
+                "source": self.source, "sab": self.sab, "code": self.code,
+                "score": round(self.score, SCORE_DECIMALS)}
 
 
 def hit_sort_key(hit: ConceptHit) -> tuple:
@@ -81,7 +97,8 @@ def _hit_from_payload(payload: dict, score: float) -> ConceptHit:
     return ConceptHit(cui=str(payload.get("cui", "")), name=str(payload.get("name", "")),
                       categories=tuple(cats), tuis=tuple(payload.get("tuis", [])),
                       source=str(payload.get("source", "")), score=float(score),
-                      preferred=str(payload.get("preferred", "")))
+                      preferred=str(payload.get("preferred", "")), sab=str(payload.get("sab", "")),
+                      code=str(payload.get("code", "")))
 
 
 class KnowledgeBase:
@@ -91,7 +108,8 @@ class KnowledgeBase:
         self.settings = settings
         self._store = store
         self._snapshots: SnapshotStore | None = None
-        self._load_encoder = encoder_loader or (lambda name: load_encoder(name))
+        self._load_encoder = encoder_loader or (lambda name, **opts: load_encoder(name, home=settings.home, **opts))
+        self._encoder_registry: EncoderRegistry | None = None
         self._cmap = category_map
         self._lock = threading.RLock()
         self._info_cache: dict[str, SnapshotInfo] = {}
@@ -113,6 +131,31 @@ class KnowledgeBase:
                 self.settings.home.mkdir(parents=True, exist_ok=True)
                 self._snapshots = SnapshotStore(self.settings.sql_url)
             return self._snapshots
+
+    @property
+    def encoders(self) -> EncoderRegistry:
+        """SQL records of the encoders snapshots were built with (provenance; kb_encoders)."""
+        with self._lock:
+            if self._encoder_registry is None:
+                self.settings.home.mkdir(parents=True, exist_ok=True)
+                self._encoder_registry = EncoderRegistry(self.settings.sql_url)
+            return self._encoder_registry
+
+    def load_encoder(self, name: str | None, *, max_seq_length: int | None = None,
+                     batch_size: int | None = None) -> Encoder:
+        """The encoder for a name, with the user's options; an injected loader (tests) gets the name only."""
+        enc = self._load_encoder(name) if max_seq_length is None else \
+            self._load_encoder(name, max_seq_length=max_seq_length)
+        return enc.with_batch_size(batch_size)
+
+    def _record_encoder(self, enc: Encoder) -> dict:
+        """What the snapshot stores about its encoder (filters["encoder"]); the encoder's own row
+        goes to kb_encoders the first time a snapshot uses it."""
+        record = enc.record()
+        with contextlib.suppress(VanerError):  # provenance is an addition: a read-only DB must not stop an ingest
+            self.encoders.record(record, provenance=read_manifest(Path(enc.location)) if enc.location else {},
+                                 created_at=now_iso())
+        return {k: v for k, v in record.items() if k != "location"}
 
     @property
     def category_map(self) -> CategoryMap:
@@ -169,7 +212,10 @@ class KnowledgeBase:
 
     # ---- search ----
     def encoder_for(self, snapshot: str = "latest") -> Encoder:
-        return self._load_encoder(self._resolve(snapshot).encoder)
+        """The snapshot's encoder with the options it was ingested with (e.g. max sequence length)."""
+        info = self._resolve(snapshot)
+        options = (info.filters.get("encoder") or {}).get("options") or {}
+        return self.load_encoder(info.encoder, max_seq_length=options.get("max_seq_length"))
 
     def search(self, texts: list[str] | None = None, *, vectors: np.ndarray | None = None,
                snapshot: str = "latest", categories: list[Category] | None = None, k: int = 10,
@@ -190,7 +236,7 @@ class KnowledgeBase:
             return []
         info = self._resolve(snapshot)
         if encoder:
-            wanted = resolve_encoder_name(encoder)[0]
+            wanted = resolve_encoder_name(encoder, self.settings.home)[0]
             if wanted != info.encoder:
                 raise FailedPrecondition(f"snapshot {info.id} was built with encoder {info.encoder!r}; "
                                          f"searching it with {wanted!r} would compare different vector spaces")
@@ -297,35 +343,39 @@ class KnowledgeBase:
 
     def ingest_umls(self, mrconso: Path, *, mrsty: Path | None = None, languages=("ENG",), include_sabs=(),
                     exclude_sabs=(), keep_suppressed=False, encoder: str | None = None, strict=False,
-                    progress: ProgressCallback | None = None) -> SnapshotInfo:
+                    progress: ProgressCallback | None = None, max_seq_length: int | None = None,
+                    encode_batch_size: int | None = None) -> SnapshotInfo:
+        """Ingest MRCONSO.RRF (or MRCONSO.RRF.gz; MRSTY/MRFILES are found beside it in either form)."""
         filters = UmlsFilters(tuple(languages or ("ENG",)), tuple(include_sabs or ()), tuple(exclude_sabs or ()),
                               keep_suppressed)
         mrconso = check_file(Path(mrconso), "MRCONSO.RRF")
         if mrsty is None:
-            mrsty = mrconso.parent / "MRSTY.RRF"
-            if not mrsty.exists():
-                raise NotFound(f"{mrsty}: no such file (semantic types are needed to categorise concepts; "
-                               "pass --mrsty PATH)")
+            mrsty = find_beside(mrconso, "MRSTY.RRF")
+            if mrsty is None:
+                raise NotFound(f"{mrconso.parent / 'MRSTY.RRF'}: no such file, nor MRSTY.RRF.gz (semantic types "
+                               "are needed to categorise concepts; pass --mrsty PATH)")
         mrsty = check_file(Path(mrsty), "MRSTY.RRF")
-        mrfiles_path = mrconso.parent / "MRFILES.RRF"
-        mrfiles = read_mrfiles(mrfiles_path) if mrfiles_path.is_file() else None
+        mrfiles_path = find_beside(mrconso, "MRFILES.RRF")
+        mrfiles = read_mrfiles(mrfiles_path) if mrfiles_path is not None else None
         for path in (mrconso, mrsty):  # a truncated copy fails now, not after hours of encoding
-            expected = mrfiles.get(path.name) if mrfiles else None
-            if expected is not None and expected.bytes and path.stat().st_size < expected.bytes:
+            expected = mrfiles.get(rrf_name(path)) if mrfiles else None
+            # MRFILES gives uncompressed sizes: a .gz is checked by its row count and gzip's own CRC instead
+            if expected is not None and expected.bytes and not is_gzip(path) and path.stat().st_size < expected.bytes:
                 raise InvalidArgument(f"{path}: {path.stat().st_size} bytes but MRFILES.RRF expects {expected.bytes}; "
                                       "the file looks truncated (interrupted download or unzip?)")
         conso_cols = columns_of(mrfiles, "MRCONSO.RRF")
         sty_cols = columns_of(mrfiles, "MRSTY.RRF")
         store = self.store
         store.health()  # an unreachable Qdrant fails before minutes of work, not after
-        enc = self._load_encoder(encoder)
+        enc = self.load_encoder(encoder, max_seq_length=max_seq_length, batch_size=encode_batch_size)
         release = detect_release(mrconso)
         with self._ingest_lock():
             self._cleanup_stale()
             sid = new_snapshot_id()
             info = SnapshotInfo(id=sid, status="building", latest=False, kind="umls", umls_release=release,
                                 encoder=enc.name, dimension=enc.dimension, concepts=0, terms=0,
-                                filters={**filters.to_dict(), "semantic_types": self.category_map.source},
+                                filters={**filters.to_dict(), "semantic_types": self.category_map.source,
+                                         "encoder": self._record_encoder(enc)},
                                 created_at=now_iso(), collection=collection_name(sid))
             with self._building(info):
                 t_start = time.perf_counter()
@@ -393,7 +443,9 @@ class KnowledgeBase:
                     raise
         if encoder is None and base_info is not None:
             encoder = base_info.encoder
-        enc = self._load_encoder(encoder)
+        same = base_info is not None and encoder == base_info.encoder
+        base_opts = ((base_info.filters.get("encoder") or {}).get("options") or {}) if same else {}  # type: ignore[union-attr]
+        enc = self.load_encoder(encoder, max_seq_length=base_opts.get("max_seq_length"))
         if base_info is not None and base_info.encoder != enc.name:
             if base != "latest":
                 raise FailedPrecondition(f"base snapshot {base_info.id} uses encoder {base_info.encoder!r}, "
@@ -422,7 +474,7 @@ class KnowledgeBase:
             sid = new_snapshot_id()
             info = SnapshotInfo(id=sid, status="building", latest=False, kind="dataset", umls_release=(
                 base_info.umls_release if base_info else ""), encoder=enc.name, dimension=enc.dimension,
-                concepts=0, terms=0, filters={"category": category.value,
+                concepts=0, terms=0, filters={"category": category.value, "encoder": self._record_encoder(enc),
                                               "base_snapshot": base_info.id if base_info else None},
                 created_at=now_iso(), collection=collection_name(sid))
             with self._building(info):
@@ -464,6 +516,79 @@ class KnowledgeBase:
             tracker.advance(len(recs))
         tracker.finish()
         return total, base.concepts
+
+    def iter_points(self, snapshot: str = "latest", step: int = 2048) -> Iterator[tuple[int, dict]]:
+        """Every stored term of a complete snapshot as (id, payload), in id order (ids are dense)."""
+        info = self._resolve(snapshot)
+        coll = info.collection or collection_name(info.id)
+        for start in range(0, info.terms, step):
+            for pid, payload, _ in sorted(self.store.retrieve(coll, list(range(start, min(start + step, info.terms)))),
+                                          key=lambda r: r[0]):
+                yield pid, payload
+
+    def reencode(self, snapshot: str, encoder: str, *, progress: ProgressCallback | None = None,
+                 note: dict | None = None) -> SnapshotInfo:
+        """A new snapshot with the same terms and payloads as ``snapshot``, encoded by ``encoder``
+        (after ``kb-ingest align``, or to move a KB to a faster encoder without its RRF files).
+        It becomes latest; ``note`` is recorded in its filters (e.g. the alignment run)."""
+        base = self._resolve(snapshot)
+        enc = self.load_encoder(encoder)
+        store = self.store
+        store.health()
+        with self._ingest_lock():
+            self._cleanup_stale()
+            sid = new_snapshot_id()
+            filters = {k: v for k, v in base.filters.items() if k not in ("stats", "encoder")}
+            info = SnapshotInfo(id=sid, status="building", latest=False, kind=base.kind, umls_release=base.umls_release,
+                                encoder=enc.name, dimension=enc.dimension, concepts=0, terms=0,
+                                filters={**filters, "encoder": self._record_encoder(enc), "reencoded_from": base.id,
+                                         **({"alignment": note} if note else {})},
+                                created_at=now_iso(), collection=collection_name(sid))
+            with self._building(info):
+                t0 = time.perf_counter()
+                store.create(info.collection, enc.dimension)
+                tracker = ProgressTracker("encode", base.terms, progress)
+                writer = BatchWriter(enc.encode, lambda ids, v, p: store.upsert(info.collection, ids, v, p),
+                                     tracker=tracker)
+                for _, payload in self.iter_points(base.id):
+                    writer.add(str(payload.get("name", "")), payload)
+                writer.flush()
+                tracker.finish()
+                if writer.written != base.terms:
+                    raise FailedPrecondition(f"snapshot {base.id} lists {base.terms} terms but {writer.written} "
+                                             "were read back from its vectors")
+                store.finish(info.collection)
+                stats = {"wall_seconds": round(time.perf_counter() - t0, 3),
+                         "encode_seconds": round(writer.encode_seconds, 3),
+                         "upsert_seconds": round(writer.upsert_seconds, 3)}
+                self.db.complete(sid, concepts=base.concepts, terms=writer.written, skipped=base.skipped,
+                                 sources=base.sources, filters={**info.filters, "stats": stats})
+        return self.get_snapshot(sid)
+
+    def align(self, snapshot: str = "latest", *, base: str | None = None, config: object | None = None,
+              progress: ProgressCallback | None = None, reencode: bool = True) -> tuple[object, SnapshotInfo | None]:
+        """Train an encoder on the snapshot's synonym sets (kb_ingest/align.py), record it, and
+        re-encode the snapshot with it into a new latest snapshot. Returns (AlignResult, snapshot)."""
+        from kb_ingest.align import AlignConfig, align_encoder, synonym_sets
+        from kb_ingest.encoder import encoders_root
+
+        info = self._resolve(snapshot)
+        enc = self.load_encoder(base or info.encoder)
+        sets = synonym_sets(p for _, p in self.iter_points(info.id))
+        name = self.encoders.next_name(enc.name)
+        while (encoders_root(self.settings.home) / name).exists():  # a folder whose SQL row was lost
+            stem, n = name.rsplit("-", 1)
+            name = f"{stem}-{int(n) + 1}"
+        result = align_encoder(enc, sets, name, home=self.settings.home, cfg=config or AlignConfig(),
+                               snapshot_id=info.id, progress=progress)
+        aligned = self.load_encoder(name)
+        self._record_encoder(aligned)
+        if not reencode:
+            return result, None
+        note = {"encoder": name, "base_encoder": enc.name, "steps": result.steps,
+                "seconds": round(result.seconds, 1), "margin_before": result.before["margin"],
+                "margin_after": result.after["margin"]}
+        return result, self.reencode(info.id, name, progress=progress, note=note)
 
     def health(self) -> dict[str, str]:
         details = dict(self.store.health())
