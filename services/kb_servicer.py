@@ -47,7 +47,8 @@ def snapshot_to_proto(info) -> common_pb2.Snapshot:  # noqa: ANN001 - kb_ingest.
 
 def hit_to_proto(hit) -> common_pb2.ConceptMatch:  # noqa: ANN001 - kb_ingest.kb.ConceptHit
     return common_pb2.ConceptMatch(cui=hit.cui, name=hit.name, categories=[c.to_proto() for c in hit.categories],
-                                   score=float(hit.score), tuis=list(hit.tuis), source=hit.source)
+                                   score=float(hit.score), tuis=list(hit.tuis), source=hit.source,
+                                   preferred=hit.preferred, sab=hit.sab, code=hit.code)
 
 
 def _categories(numbers) -> list[Category] | None:  # noqa: ANN001
