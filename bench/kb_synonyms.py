@@ -35,9 +35,8 @@ from kb_ingest.align import AlignConfig  # noqa: E402
 from kb_ingest.categories import default_map  # noqa: E402
 from kb_ingest.filters import UmlsFilters, normalise  # noqa: E402
 from kb_ingest.ingest import IngestCounts, TuiIndex, categorise, columns_of, iter_mrconso_concepts  # noqa: E402
-from kb_ingest.kb import KnowledgeBase  # noqa: E402
+from kb_ingest.kb import KnowledgeBase, best_per_concept  # noqa: E402
 from kb_ingest.rrf import BadLineReport, RrfReader, check_file, find_beside, read_mrfiles  # noqa: E402
-from retrieval.linking import best_per_concept  # noqa: E402
 from vaner.errors import NotFound  # noqa: E402
 from vaner.settings import Settings  # noqa: E402
 

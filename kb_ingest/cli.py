@@ -138,7 +138,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     kb.get_snapshot(args.snapshot)  # an unknown snapshot fails even for an input of blank lines
     for start in range(0, len(queries), SEARCH_CHUNK):  # bounded memory for a long list
         results.extend(kb.search(queries[start:start + SEARCH_CHUNK], snapshot=args.snapshot, categories=cats,
-                                 k=args.k, encoder=args.encoder))
+                                 k=args.k, encoder=args.encoder, one_per_concept=args.per_concept))
     if args.json:
         if args.input is None:
             print_json([h.to_json() for h in results[0]])
@@ -272,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--snapshot", default="latest")
     q.add_argument("--category", action="append", help="filter: " + ", ".join(c.value for c in Category))
     q.add_argument("-k", type=int, default=10)
+    q.add_argument("--per-concept", action="store_true",
+                   help="the best name of each of the top-k concepts (normalising terms) instead of the top-k names")
     q.add_argument("--encoder", default=None, help="must match the snapshot's encoder (checked)")
     common(q)
     q.set_defaults(func=cmd_search)

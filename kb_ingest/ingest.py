@@ -32,6 +32,7 @@ from kb_ingest.rrf import (
     RrfReader,
     columns_for,
 )
+from vaner.cancel import StopCheck, check_stop
 from vaner.categories import Category
 from vaner.errors import InvalidArgument
 from vaner.progress import ProgressCallback, ProgressTracker
@@ -224,11 +225,13 @@ class TermBatch:
 
 
 class BatchWriter:
-    """Encodes and upserts terms in batches, and times the encoder (the benchmark's 'share')."""
+    """Encodes and upserts terms in batches, and times the encoder (the benchmark's 'share').
+    ``should_stop`` is asked before each batch: the batch boundary is where an ingest can stop."""
 
     def __init__(self, encode: Callable[[list[str]], np.ndarray],
                  upsert: Callable[[list[int], np.ndarray, list[dict]], None],
-                 first_id: int = 0, batch: int = ENCODE_BATCH, tracker: ProgressTracker | None = None):
+                 first_id: int = 0, batch: int = ENCODE_BATCH, tracker: ProgressTracker | None = None,
+                 should_stop: StopCheck | None = None):
         self.encode = encode
         self.upsert = upsert
         self.next_id = first_id
@@ -238,6 +241,7 @@ class BatchWriter:
         self.upsert_seconds = 0.0
         self.written = 0
         self.tracker = tracker
+        self.should_stop = should_stop
 
     def add(self, text: str, payload: dict) -> None:
         self.pending.texts.append(text)
@@ -257,6 +261,7 @@ class BatchWriter:
         texts, payloads = self.pending.texts, self.pending.payloads
         if not texts:
             return
+        check_stop(self.should_stop, "ingest")
         self.pending = TermBatch()
         t0 = time.perf_counter()
         vecs = self.encode(texts)

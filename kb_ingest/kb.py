@@ -49,6 +49,7 @@ from kb_ingest.rrf import (
 )
 from kb_ingest.snapshots import SnapshotInfo, SnapshotStore, new_snapshot_id, now_iso
 from kb_ingest.vector_store import VectorStore, collection_name, open_store
+from vaner.cancel import StopCheck, check_stop
 from vaner.categories import Category
 from vaner.errors import AlreadyRunning, FailedPrecondition, InvalidArgument, NotFound, VanerError
 from vaner.progress import ProgressCallback, ProgressTracker
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 MAX_K = 1000
 LATEST_TTL_S = 2.0  # how long another process's new `latest` may stay unseen by a running server
 SCORE_DECIMALS = 6
+SEARCH_BATCH = 256  # queries encoded and searched per round; cancellation is checked between rounds
+CONCEPT_OVERSAMPLE = 4  # terms fetched per wanted concept when hits are merged by concept
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,30 @@ class ConceptHit:
 def hit_sort_key(hit: ConceptHit) -> tuple:
     """Documented tie-break: score (descending, rounded to 6 decimals), then CUI, then name."""
     return (-round(hit.score, SCORE_DECIMALS), hit.cui, hit.name)
+
+
+def best_per_concept(hits: list[ConceptHit], k: int) -> list[ConceptHit]:
+    """The best-scoring term of each concept, at most ``k``, in :func:`hit_sort_key` order: a
+    concept with many synonyms would otherwise fill the whole top-k with itself."""
+    seen: set[str] = set()
+    out: list[ConceptHit] = []
+    for hit in sorted(hits, key=hit_sort_key):
+        if hit.cui not in seen:
+            seen.add(hit.cui)
+            out.append(hit)
+            if len(out) == k:
+                break
+    return out
+
+
+def umls_inputs(mrconso: Path, mrsty: Path | None = None) -> tuple[Path, Path, Path]:
+    """Every file a UMLS ingest of ``mrconso`` reads: MRCONSO.RRF, MRSTY.RRF (beside it unless
+    given) and MRFILES.RRF (beside it, optional), each plain or ``.gz``. One list, so a caller that
+    must vet paths (the KB service's allowed roots) vets exactly what will be opened."""
+    mrconso = Path(mrconso)
+    beside = mrconso.parent
+    sty = Path(mrsty) if mrsty else (find_beside(mrconso, "MRSTY.RRF") or beside / "MRSTY.RRF")
+    return mrconso, sty, find_beside(mrconso, "MRFILES.RRF") or beside / "MRFILES.RRF"
 
 
 def _hit_from_payload(payload: dict, score: float) -> ConceptHit:
@@ -120,7 +147,7 @@ class KnowledgeBase:
     def store(self) -> VectorStore:
         with self._lock:
             if self._store is None:
-                self.settings.home.mkdir(parents=True, exist_ok=True)
+                self.settings.ensure_home()
                 self._store = open_store(self.settings)
             return self._store
 
@@ -128,7 +155,7 @@ class KnowledgeBase:
     def db(self) -> SnapshotStore:
         with self._lock:
             if self._snapshots is None:
-                self.settings.home.mkdir(parents=True, exist_ok=True)
+                self.settings.ensure_home()
                 self._snapshots = SnapshotStore(self.settings.sql_url)
             return self._snapshots
 
@@ -219,11 +246,14 @@ class KnowledgeBase:
 
     def search(self, texts: list[str] | None = None, *, vectors: np.ndarray | None = None,
                snapshot: str = "latest", categories: list[Category] | None = None, k: int = 10,
-               encoder: str | None = None) -> list[list[ConceptHit]]:
-        """Top-k terms per query, best first (ties: see :func:`hit_sort_key`).
+               encoder: str | None = None, one_per_concept: bool = False,
+               should_stop: StopCheck | None = None) -> list[list[ConceptHit]]:
+        """Top-k terms per query, best first (ties: see :func:`hit_sort_key`); with
+        ``one_per_concept``, the best term of each of the top-k concepts instead.
 
         ``encoder``, when given, must be the snapshot's: vectors from another model would be
         compared in a different space and give confident nonsense, so it is an error instead.
+        Queries run in rounds of ``SEARCH_BATCH``; ``should_stop`` is asked before each round.
         """
         if texts is not None and vectors is not None:
             raise InvalidArgument("search: give texts or vectors, not both")
@@ -242,25 +272,47 @@ class KnowledgeBase:
                                          f"searching it with {wanted!r} would compare different vector spaces")
         cats = [Category.parse(c).value for c in categories] if categories else None
         results: list[list[ConceptHit]] = [[] for _ in range(n)]
+        arr: np.ndarray | None = None
         if texts is not None:
             keep = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
-            if not keep:
-                return results
-            vecs = self.encoder_for(info.id).encode([texts[i] for i in keep])
         else:
-            arr = np.asarray(vectors, dtype=np.float32)
-            if arr.ndim != 2 or arr.shape[1] != info.dimension:
-                raise FailedPrecondition(f"snapshot {info.id} holds {info.dimension}-d vectors from "
-                                         f"{info.encoder!r}; got shape {tuple(arr.shape)}")
-            norms = np.linalg.norm(arr, axis=1)
-            keep = [i for i in range(n) if norms[i] > 0 and np.isfinite(norms[i])]
-            if not keep:
-                return results
-            vecs = arr[keep] / norms[keep, None]
-        stored = self.store.search(info.collection or collection_name(info.id), vecs, k, cats)
-        for i, hits in zip(keep, stored, strict=True):
-            results[i] = sorted((_hit_from_payload(h.payload, h.score) for h in hits), key=hit_sort_key)
+            wide = self._query_vectors(vectors, info).astype(np.float64)  # float64: no overflow in the norm
+            norms = np.linalg.norm(wide, axis=1)
+            keep = [i for i in range(n) if norms[i] > 0]  # a zero vector points nowhere: no hits
+            arr = (wide / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32)
+        fetch = min(k * CONCEPT_OVERSAMPLE, MAX_K * CONCEPT_OVERSAMPLE) if one_per_concept else k
+        collection = info.collection or collection_name(info.id)
+        for start in range(0, len(keep), SEARCH_BATCH):
+            check_stop(should_stop, "search")
+            rows = keep[start:start + SEARCH_BATCH]
+            if arr is None:
+                vecs = self.encoder_for(info.id).encode([texts[i] for i in rows])  # type: ignore[index]
+            else:
+                vecs = arr[rows]
+            stored = self.store.search(collection, vecs, fetch, cats)
+            for i, found in zip(rows, stored, strict=True):
+                hits = [_hit_from_payload(h.payload, h.score) for h in found]
+                results[i] = best_per_concept(hits, k) if one_per_concept else sorted(hits, key=hit_sort_key)
         return results
+
+    @staticmethod
+    def _query_vectors(vectors: np.ndarray, info: SnapshotInfo) -> np.ndarray:
+        """Query vectors as a float32 matrix of the snapshot's dimension, all values finite; a bad
+        vector is the caller's mistake (INVALID_ARGUMENT) and is named by its position."""
+        try:
+            arr = np.asarray(vectors, dtype=np.float32)
+        except ValueError:
+            raise InvalidArgument(f"search: vectors must all have {info.dimension} values "
+                                  f"(snapshot {info.id}, encoder {info.encoder!r})") from None
+        if arr.ndim != 2 or arr.shape[1] != info.dimension:
+            raise InvalidArgument(f"search: snapshot {info.id} holds {info.dimension}-d vectors from "
+                                  f"{info.encoder!r}; got shape {tuple(arr.shape)}")
+        finite = np.isfinite(arr).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise InvalidArgument(f"search: vectors[{int(bad[0])}] holds NaN or infinite values "
+                                  f"({len(bad)} such vector(s))")
+        return arr
 
     def sample_random(self, n: int, *, snapshot: str = "latest", categories: list[Category] | None = None,
                       seed: int = 0) -> list[ConceptHit]:
@@ -343,20 +395,21 @@ class KnowledgeBase:
 
     def ingest_umls(self, mrconso: Path, *, mrsty: Path | None = None, languages=("ENG",), include_sabs=(),
                     exclude_sabs=(), keep_suppressed=False, encoder: str | None = None, strict=False,
-                    progress: ProgressCallback | None = None, max_seq_length: int | None = None,
-                    encode_batch_size: int | None = None) -> SnapshotInfo:
-        """Ingest MRCONSO.RRF (or MRCONSO.RRF.gz; MRSTY/MRFILES are found beside it in either form)."""
+                    progress: ProgressCallback | None = None, should_stop: StopCheck | None = None,
+                    max_seq_length: int | None = None, encode_batch_size: int | None = None) -> SnapshotInfo:
+        """Build a snapshot from a UMLS release: MRCONSO.RRF or MRCONSO.RRF.gz, with MRSTY/MRFILES
+        beside it in either form. ``should_stop`` is asked between encode batches and stages, and a
+        stop fails the snapshot cleanly (``latest`` untouched)."""
         filters = UmlsFilters(tuple(languages or ("ENG",)), tuple(include_sabs or ()), tuple(exclude_sabs or ()),
                               keep_suppressed)
         mrconso = check_file(Path(mrconso), "MRCONSO.RRF")
-        if mrsty is None:
-            mrsty = find_beside(mrconso, "MRSTY.RRF")
-            if mrsty is None:
-                raise NotFound(f"{mrconso.parent / 'MRSTY.RRF'}: no such file, nor MRSTY.RRF.gz (semantic types "
-                               "are needed to categorise concepts; pass --mrsty PATH)")
-        mrsty = check_file(Path(mrsty), "MRSTY.RRF")
-        mrfiles_path = find_beside(mrconso, "MRFILES.RRF")
-        mrfiles = read_mrfiles(mrfiles_path) if mrfiles_path is not None else None
+        given_mrsty = mrsty
+        _, mrsty, mrfiles_path = umls_inputs(mrconso, mrsty)
+        if given_mrsty is None and not mrsty.exists():
+            raise NotFound(f"{mrsty}: no such file, nor MRSTY.RRF.gz (semantic types are needed to categorise "
+                           "concepts; pass --mrsty PATH)")
+        mrsty = check_file(mrsty, "MRSTY.RRF")
+        mrfiles = read_mrfiles(mrfiles_path) if mrfiles_path.is_file() else None
         for path in (mrconso, mrsty):  # a truncated copy fails now, not after hours of encoding
             expected = mrfiles.get(rrf_name(path)) if mrfiles else None
             # MRFILES gives uncompressed sizes: a .gz is checked by its row count and gzip's own CRC instead
@@ -388,19 +441,21 @@ class KnowledgeBase:
                                                            hasher=sty_hash)
                 check_expected_rows(mrsty, sty_lines, sty_expected)
                 sty_report.check(sty_lines, mrsty)
+                check_stop(should_stop, "ingest")
                 report = BadLineReport(strict=strict)
                 conso_expected = mrfiles["MRCONSO.RRF"].rows if mrfiles and "MRCONSO.RRF" in mrfiles else None
                 reader = RrfReader(mrconso, conso_cols, report, required=("CUI", "STR"), hasher=conso_hash)
                 rows_tracker = ProgressTracker("MRCONSO.RRF", conso_expected, progress)
                 terms_tracker = ProgressTracker("encode", None, progress)
                 writer = BatchWriter(enc.encode, lambda ids, v, p: store.upsert(info.collection, ids, v, p),
-                                     tracker=terms_tracker)
+                                     tracker=terms_tracker, should_stop=should_stop)
                 source = f"umls:{release}" if release else "umls"
                 for concept in categorise(iter_mrconso_concepts(reader, filters, counts, rows_tracker),
                                           tui_index, self.category_map, counts):
                     counts.concepts += 1
                     writer.add_concept(concept, source)
                 writer.flush()
+                check_stop(should_stop, "ingest")
                 rows_tracker.finish()
                 terms_tracker.finish()
                 check_expected_rows(mrconso, reader.lines, conso_expected)
@@ -424,7 +479,8 @@ class KnowledgeBase:
         return self.get_snapshot(sid)
 
     def ingest_dataset(self, paths: list[Path], category: Category, *, encoder: str | None = None,
-                       progress: ProgressCallback | None = None, base: str | None = "latest") -> SnapshotInfo:
+                       progress: ProgressCallback | None = None, base: str | None = "latest",
+                       should_stop: StopCheck | None = None) -> SnapshotInfo:
         """Add the entity strings of CoNLL files (the paper's KB also holds the training splits'
         entities). The new snapshot starts as a copy of ``base`` (default: latest, when one exists
         and uses the same encoder; ``None`` for a dataset-only snapshot), so retrieval keeps UMLS."""
@@ -483,15 +539,16 @@ class KnowledgeBase:
                 concepts = 0
                 skipped: dict[str, int] = {}
                 if base_info is not None:
-                    next_id, concepts = self._copy_points(base_info, info.collection, progress)
+                    next_id, concepts = self._copy_points(base_info, info.collection, progress, should_stop)
                     skipped.update(base_info.skipped)
                 tracker = ProgressTracker("encode", len(entities), progress)
                 writer = BatchWriter(enc.encode, lambda ids, v, p: store.upsert(info.collection, ids, v, p),
-                                     first_id=next_id, tracker=tracker)
+                                     first_id=next_id, tracker=tracker, should_stop=should_stop)
                 for text, source in entities.values():
                     writer.add(text, {"cui": dataset_cui(text, category), "name": text, "preferred": text,
                                       "categories": [category.value], "tuis": [], "source": source})
                 writer.flush()
+                check_stop(should_stop, "ingest")
                 tracker.finish()
                 store.finish(info.collection)
                 skipped["duplicate_string"] = skipped.get("duplicate_string", 0) + duplicates
@@ -502,13 +559,15 @@ class KnowledgeBase:
                                  sources=sources)
         return self.get_snapshot(sid)
 
-    def _copy_points(self, base: SnapshotInfo, collection: str, progress: ProgressCallback | None) -> tuple[int, int]:
+    def _copy_points(self, base: SnapshotInfo, collection: str, progress: ProgressCallback | None,
+                     should_stop: StopCheck | None = None) -> tuple[int, int]:
         """Copy a complete snapshot's points (vectors included, no re-encoding) into a new collection."""
         src = base.collection or collection_name(base.id)
         total = base.terms
         tracker = ProgressTracker("copy base", total, progress)
         step = 2048
         for start in range(0, total, step):
+            check_stop(should_stop, "ingest")
             recs = self.store.retrieve(src, list(range(start, min(start + step, total))), with_vectors=True)
             if recs:
                 self.store.upsert(collection, [r[0] for r in recs], np.stack([r[2] for r in recs]),

@@ -15,26 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from kb_ingest.kb import CONCEPT_OVERSAMPLE, MAX_K, best_per_concept
 from retrieval.retrieve import KnowledgeBaseLike, Retriever
 from vaner.categories import Category
 from vaner.errors import InvalidArgument
 
 CategoryFilter = Category | Sequence[Category] | None
-TERMS_PER_CONCEPT = 4  # names fetched per wanted concept, so synonyms of one concept do not crowd out others
-MAX_TERMS = 1000
-
-
-def best_per_concept(hits: list[Any], k: int) -> list[Any]:
-    """The first (best) hit of each CUI, in the input's order (hits come sorted best first)."""
-    seen: set[str] = set()
-    out: list[Any] = []
-    for h in hits:
-        if h.cui not in seen:
-            seen.add(h.cui)
-            out.append(h)
-            if len(out) == k:
-                break
-    return out
 
 
 def _as_tuple(value: CategoryFilter) -> tuple[Category, ...]:
@@ -64,7 +50,7 @@ def link_spans(kb: KnowledgeBaseLike, texts: list[str], k: int = 5, snapshot: st
         per_span = [_as_tuple(c) for c in categories]
     else:
         per_span = [_as_tuple(shared_categories)] * len(texts)
-    r = retriever or Retriever(kb, snapshot, k=min(MAX_TERMS, k * TERMS_PER_CONCEPT))
+    r = retriever or Retriever(kb, snapshot, k=min(MAX_K, k * CONCEPT_OVERSAMPLE))
     out: list[list[Any]] = [[] for _ in texts]
     groups: dict[tuple[Category, ...], list[int]] = {}
     for i, cats in enumerate(per_span):

@@ -43,6 +43,8 @@ def test_search_input_file_keeps_order_and_blank_lines(small_kb, tmp_path, capsy
     assert res[4][0]["sab"] == "HGNC" and res[4][0]["code"] == "HGNC:1100"
     single = json.loads(run(capsys, "search", "aspirin", "-k", "2", "--json")[1])
     assert single == res[3]  # the same query alone gives the same hits
+    per = json.loads(run(capsys, "search", "--input", str(queries), "-k", "3", "--per-concept", "--json")[1])
+    assert all(len({h["cui"] for h in r}) == len(r) for r in per) and per[1] == []
 
 
 def test_search_stdin_text_output_and_errors(small_kb, tmp_path, capsys, monkeypatch):

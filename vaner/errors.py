@@ -63,3 +63,17 @@ class ResourceExhausted(VanerError):
 class Unauthenticated(VanerError):
     code = "UNAUTHENTICATED"
     exit_code = 7
+
+
+class PermissionDenied(VanerError):
+    """The caller may not do this here, e.g. ingest a server path outside ``ingest.allowed_roots``."""
+
+    code = "PERMISSION_DENIED"
+    exit_code = 8
+
+
+class Cancelled(VanerError):
+    """The caller went away or its deadline passed, so long work stopped part-way."""
+
+    code = "CANCELLED"
+    exit_code = 130
