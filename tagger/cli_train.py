@@ -29,6 +29,9 @@ def register(sub) -> None:  # noqa: ANN001
     p.add_argument("--type", action="append", default=[], metavar="TYPE",
                    help="entity type of each --train file (one per --train, or one for all)")
     p.add_argument("--output-dir", default=None, help="run folder (default: $VANER_HOME/runs/<timestamp>)")
+    p.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="warm start: continue from a saved model's adapter and head (version id, 'latest' or folder); "
+                        "its backbone, layers, LoRA shape and instruction are kept")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has a checkpoint")
     p.add_argument("--dbr", choices=("none", "retrieved", "random"), default="none",
                    help="mix Dense Bioentities Recognition sentences built from a KB snapshot")
@@ -108,6 +111,27 @@ def build_train_config(args: argparse.Namespace, output_dir: str) -> TrainConfig
                        model=TaggerConfig(**model_kw), mix_weights=tuple(weights), **train_kw)
 
 
+def _warm_start(settings, args: argparse.Namespace, config: TrainConfig):  # noqa: ANN001, ANN202
+    """Continue training a saved model: the model shape comes from the model, so model flags that
+    disagree with it are refused rather than silently ignored."""
+    import json
+
+    from tagger.cli_infer import resolve_model
+    from tagger.model import CONFIG_FILE, VanerTagger
+
+    artifact, _ = resolve_model(settings, args.init_from)
+    saved = TaggerConfig.from_dict(json.loads((artifact / CONFIG_FILE).read_text())["model"])
+    for name in ("backbone", "attention", "num_layers", "max_length", "lora_r", "lora_alpha"):
+        given = getattr(args, name, None)
+        if given is not None and given != getattr(saved, name):
+            raise InvalidArgument(f"--{name.replace('_', '-')} {given} disagrees with --init-from "
+                                  f"{args.init_from} ({getattr(saved, name)}); drop the flag")
+    if getattr(args, "instruction", None):
+        raise InvalidArgument("--instruction cannot change with --init-from: the model was trained on its own")
+    config = dataclasses.replace(config, model=saved)
+    return config, VanerTagger.load(artifact, device=config.device, trainable=True)
+
+
 def run_train(args: argparse.Namespace) -> int:
     import time
 
@@ -116,6 +140,9 @@ def run_train(args: argparse.Namespace) -> int:
     settings = settings_from_args(args).ensure()
     output_dir = args.output_dir or str(settings.home / "runs" / time.strftime("%Y%m%d-%H%M%S"))
     config = build_train_config(args, output_dir)
+    init_model = None
+    if getattr(args, "init_from", None):
+        config, init_model = _warm_start(settings, args, config)
     extra = []
     kb_snapshot = None
     bar = TqdmProgress(enabled=True, unit="step")
@@ -126,7 +153,7 @@ def run_train(args: argparse.Namespace) -> int:
         kb_snapshot = KnowledgeBase(settings).get_snapshot(args.kb_snapshot).id
         extra = build_dbr_sentences(settings, kb_snapshot, list(config.datasets), args.dbr, config.seed,
                                     config.data_dir, bar)
-    result = train(config, extra_sentences=extra, progress=bar, resume=not args.no_resume)
+    result = train(config, extra_sentences=extra, progress=bar, resume=not args.no_resume, model=init_model)
     bar.close()
     out = {"run_dir": str(result.run_dir), "artifact": str(result.artifact_dir), "dev": result.dev_metrics,
            "steps": result.steps, "tokens_per_second": round(result.tokens_per_second, 1)}
