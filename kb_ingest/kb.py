@@ -39,6 +39,7 @@ from kb_ingest.rrf import BadLineReport, RrfReader, check_file, detect_release, 
 from kb_ingest.snapshots import SnapshotInfo, SnapshotStore, new_snapshot_id, now_iso
 from kb_ingest.vector_store import VectorStore, collection_name, open_store
 from vaner.categories import Category
+from vaner.corpus import read_conll
 from vaner.errors import AlreadyRunning, FailedPrecondition, InvalidArgument, NotFound, VanerError
 from vaner.progress import ProgressCallback, ProgressTracker
 from vaner.settings import Settings
@@ -378,8 +379,6 @@ class KnowledgeBase:
         """Add the entity strings of CoNLL files (the paper's KB also holds the training splits'
         entities). The new snapshot starts as a copy of ``base`` (default: latest, when one exists
         and uses the same encoder; ``None`` for a dataset-only snapshot), so retrieval keeps UMLS."""
-        from tagger.data import read_conll
-
         category = Category.parse(category)
         if not paths:
             raise InvalidArgument("dataset: give at least one CoNLL file")

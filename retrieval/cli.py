@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from vaner.cli_common import print_json, settings_from_args
+from vaner.corpus import DATASETS
 from vaner.errors import InvalidArgument
 
 TRAIN_FLAGS: list[tuple[str, type, str, str | None]] = [
@@ -66,8 +67,6 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _datasets(value: str) -> list[str]:
-    from tagger.data import DATASETS
-
     return [d.name for d in DATASETS.parse_list(value)]
 
 

@@ -37,9 +37,9 @@ from typing import Any
 
 from retrieval.phrases import MINER_VERSION, MinerConfig, PhraseMiner
 from retrieval.retrieve import KnowledgeBaseLike, Retriever, normalise_phrase
-from tagger.data import DATASETS, Sentence, default_data_dir, load_dataset
 from vaner import __version__
 from vaner.categories import Category
+from vaner.corpus import DATASETS, Sentence, default_data_dir, load_dataset
 from vaner.errors import InvalidArgument, NotFound
 from vaner.progress import ProgressCallback, ProgressTracker
 from vaner.settings import Settings

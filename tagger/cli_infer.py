@@ -92,8 +92,8 @@ def _load(artifact: Path, device: str):  # noqa: ANN202
 
 # ---- eval ---------------------------------------------------------------------------------------
 def run_eval(args: argparse.Namespace) -> int:
-    from tagger.data import DATASETS, load_dataset, read_conll
     from tagger.evaluate import evaluate
+    from vaner.corpus import DATASETS, load_dataset, read_conll
 
     _positive("--batch-size", args.batch_size)
     _positive("--max-sentences", args.max_sentences)

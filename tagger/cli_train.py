@@ -8,9 +8,9 @@ import argparse
 import dataclasses
 
 from tagger.config import TaggerConfig, TrainConfig
-from tagger.data import DATASETS
 from vaner.categories import Category
 from vaner.cli_common import print_json, settings_from_args
+from vaner.corpus import DATASETS
 from vaner.errors import InvalidArgument
 from vaner.progress import TqdmProgress
 
@@ -100,7 +100,6 @@ def run_train(args: argparse.Namespace) -> int:
     bar = TqdmProgress(enabled=True, unit="step")
     if args.dbr != "none":
         from kb_ingest.kb import KnowledgeBase
-
         from retrieval.dbr import build_dbr_sentences
 
         kb_snapshot = KnowledgeBase(settings).get_snapshot(args.kb_snapshot).id

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tagger.data import TAGS, tags_to_spans
 from tagger.formats import Document, DocumentEntities, Entity, document_sentences
 from tagger.model import VanerTagger, WordQuery
 from vaner.categories import Category
+from vaner.corpus import TAGS, tags_to_spans
 from vaner.errors import InvalidArgument
 from vaner.progress import ProgressCallback, ProgressTracker
 
