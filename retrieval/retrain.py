@@ -3,7 +3,7 @@
 This is a core object with no gRPC in it, so the CLI and the tagger service's Retrain RPC share it.
 Safety properties it exists for:
 
-* **One at a time.** An exclusive, non-blocking ``fcntl.flock`` on ``locks_dir/retrain.lock``;
+* **One at a time.** An exclusive, non-blocking lock on ``locks_dir/retrain.lock`` (:mod:`vaner.locks`);
   a second retrain gets :class:`AlreadyRunning` immediately instead of queueing behind hours of
   training. The kernel drops the lock when the process dies, so a killed retrain never leaves a
   stale lock behind.
@@ -16,50 +16,23 @@ Safety properties it exists for:
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from retrieval.dbr import DbrBuilder, DbrParams, DbrSet
-from vaner.errors import AlreadyRunning, InvalidArgument, NotFound
+from vaner.errors import InvalidArgument, NotFound
+from vaner.locks import exclusive_lock
 from vaner.progress import ProgressCallback, ProgressEvent
 from vaner.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DBR_CHOICES = ("retrieved", "random", "none")
-
-
-@contextmanager
-def exclusive_lock(settings: Settings, name: str = "retrain") -> Iterator[Path]:
-    """Hold ``locks_dir/<name>.lock`` or raise AlreadyRunning naming the holder's pid."""
-    settings.locks_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.locks_dir / f"{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            raise AlreadyRunning(f"a {name} is already running ({holder}); wait for it to finish "
-                                 f"or stop that process (lock: {path})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} since {datetime.now(timezone.utc).isoformat(timespec='seconds')}"
-                  .encode(), 0)
-        try:
-            yield path
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)

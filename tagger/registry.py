@@ -29,6 +29,7 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from vaner.db import get_engine, init_tables
 from vaner.errors import InvalidArgument, NotFound
+from vaner.locks import exclusive_lock
 from vaner.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -245,12 +246,8 @@ class ModelRegistry:
         if bundled is None or not (bundled / "tagger_config.json").exists():
             raise NotFound("no model registered and no bundled default model found; "
                            "train one with `vaner train` or pass --model PATH")
-        import fcntl
-
         # Two processes starting on a fresh install must not both register the default.
-        self.settings.locks_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.settings.locks_dir / "registry-bundled.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive_lock(self.settings, "registry-bundled", wait=True):
             with Session(self.engine) as s:
                 latest_id = self._latest_id(s)
                 existing = s.get(ModelRow, latest_id) if latest_id else None
