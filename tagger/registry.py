@@ -27,7 +27,7 @@ from pathlib import Path
 from sqlalchemy import Column, DateTime, Text
 from sqlmodel import Field, Session, SQLModel, select
 
-from vaner.db import get_engine, init_tables
+from vaner.db import get_engine, init_tables, upsert_row
 from vaner.errors import InvalidArgument, NotFound
 from vaner.locks import exclusive_lock
 from vaner.settings import Settings
@@ -173,23 +173,7 @@ class ModelRegistry:
 
     @staticmethod
     def _set_latest(session: Session, model_id: str) -> None:
-        """Upsert the alias row: two first-time promotes racing must not hit a unique violation."""
-        session.flush()
-        dialect = session.get_bind().dialect.name
-        if dialect in ("sqlite", "postgresql"):
-            if dialect == "sqlite":
-                from sqlalchemy.dialects.sqlite import insert
-            else:
-                from sqlalchemy.dialects.postgresql import insert
-            stmt = insert(ModelAlias).values(name=LATEST, model_id=model_id)
-            session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"model_id": model_id}))
-            return
-        alias = session.get(ModelAlias, LATEST)
-        if alias is None:
-            session.add(ModelAlias(name=LATEST, model_id=model_id))
-        else:
-            alias.model_id = model_id
-            session.add(alias)
+        upsert_row(session, ModelAlias, {"name": LATEST}, {"model_id": model_id})
 
     def promote(self, model_id: str) -> ModelRecord:
         with Session(self.engine) as s:
