@@ -10,18 +10,18 @@ fails cleanly (snapshot marked failed, ``latest`` untouched).
 from __future__ import annotations
 
 import json
-import queue
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from services.convert import category_filter, hit_to_proto
 from vaner import __version__
 from vaner.categories import Category
 from vaner.errors import InvalidArgument, VanerError
 from vaner.progress import ProgressEvent
 from vaner.progress_proto import progress_to_proto
+from vaner.streams import ThreadStream
 from vaner.v1 import common_pb2, kb_pb2, kb_pb2_grpc
 
 _STATUS = {"building": common_pb2.BUILDING, "complete": common_pb2.COMPLETE, "failed": common_pb2.FAILED}
@@ -41,18 +41,6 @@ def snapshot_to_proto(info) -> common_pb2.Snapshot:  # noqa: ANN001 - kb_ingest.
         sources=[common_pb2.SourceFile(path=s.get("path", ""), sha256=s.get("sha256", ""), bytes=int(s.get("bytes", 0)))
                  for s in info.sources],
         filters_json=json.dumps(info.filters, sort_keys=True), created_at=info.created_at, error=info.error)
-
-
-
-
-def hit_to_proto(hit) -> common_pb2.ConceptMatch:  # noqa: ANN001 - kb_ingest.kb.ConceptHit
-    return common_pb2.ConceptMatch(cui=hit.cui, name=hit.name, categories=[c.to_proto() for c in hit.categories],
-                                   score=float(hit.score), tuis=list(hit.tuis), source=hit.source)
-
-
-def _categories(numbers) -> list[Category] | None:  # noqa: ANN001
-    cats = [Category.from_proto(n) for n in numbers if n != 0]
-    return cats or None
 
 
 class KnowledgeBaseServicer(kb_pb2_grpc.KnowledgeBaseServicer):
@@ -86,36 +74,20 @@ class KnowledgeBaseServicer(kb_pb2_grpc.KnowledgeBaseServicer):
 
     def Ingest(self, request, context) -> Iterator[kb_pb2.IngestEvent]:  # noqa: ANN001, N802
         call = self._ingest_call(request)
-        events: queue.Queue = queue.Queue(maxsize=1000)
-        outcome: dict = {}
 
-        def progress(ev: ProgressEvent) -> None:
-            if context is not None and hasattr(context, "is_active") and not context.is_active():
-                raise IngestCancelled("ingest cancelled: the client went away")
-            try:
-                events.put_nowait(ev)
-            except queue.Full:  # a slow client must not stall the ingest; drop intermediate events
-                pass
+        def work(emit: Callable[[ProgressEvent], None]):  # noqa: ANN202
+            def progress(ev: ProgressEvent) -> None:
+                if context is not None and hasattr(context, "is_active") and not context.is_active():
+                    raise IngestCancelled("ingest cancelled: the client went away")
+                emit(ev)
 
-        def work() -> None:
-            try:
-                outcome["info"] = call(progress)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the RPC thread
-                outcome["error"] = exc
-            finally:
-                events.put(None)
+            return call(progress)
 
-        worker = threading.Thread(target=work, name="kb-ingest", daemon=True)
-        worker.start()
-        while True:
-            ev = events.get()
-            if ev is None:
-                break
+        # a slow client must not stall the ingest: intermediate events beyond 1000 are dropped
+        stream = ThreadStream(work, name="kb-ingest", max_pending=1000)
+        for ev in stream:
             yield kb_pb2.IngestEvent(progress=progress_to_proto(ev))
-        worker.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        yield kb_pb2.IngestEvent(done=snapshot_to_proto(outcome["info"]))
+        yield kb_pb2.IngestEvent(done=snapshot_to_proto(stream.result))
 
     # -- snapshots -----------------------------------------------------------------------
     def ListSnapshots(self, request, context) -> kb_pb2.ListSnapshotsResponse:  # noqa: ANN001, N802
@@ -131,7 +103,7 @@ class KnowledgeBaseServicer(kb_pb2_grpc.KnowledgeBaseServicer):
         k = request.k or DEFAULT_K
         if k < 0:
             raise InvalidArgument(f"Search: k must be positive, got {k}")
-        cats = _categories(request.categories)
+        cats = category_filter(request.categories)
         snapshot = request.snapshot.strip() or "latest"
         if request.vectors:
             dims = {len(v.values) for v in request.vectors}
