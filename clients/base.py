@@ -22,27 +22,13 @@ import grpc
 
 from vaner import errors as E
 
-_BY_CODE: dict[str, type[E.VanerError]] = {
-    "INVALID_ARGUMENT": E.InvalidArgument, "NOT_FOUND": E.NotFound, "FAILED_PRECONDITION": E.FailedPrecondition,
-    "ABORTED": E.AlreadyRunning, "UNAVAILABLE": E.Unavailable, "RESOURCE_EXHAUSTED": E.ResourceExhausted,
-    "UNAUTHENTICATED": E.Unauthenticated,
-}
-
-
-class ServiceError(E.VanerError):
-    """A status with no closer domain error (INTERNAL, DEADLINE_EXCEEDED, PERMISSION_DENIED...)."""
+ServiceError = E.ServiceError  # re-exported: a status with no closer domain error
 
 
 def remote_error(exc: grpc.RpcError, service: str, address: str) -> E.VanerError:
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN  # type: ignore[union-attr]
     details = (exc.details() if hasattr(exc, "details") else str(exc)) or code.name  # type: ignore[union-attr]
-    message = f"{service} service at {address}: {details}"
-    klass = _BY_CODE.get(code.name)
-    if klass is None:
-        err: E.VanerError = ServiceError(message)
-        err.code = code.name
-    else:
-        err = klass(message)
+    err = E.error_for_status(code.name, f"{service} service at {address}: {details}")
     err.status = code  # type: ignore[attr-defined]
     return err
 
@@ -84,7 +70,9 @@ class ClientOptions:
         return None
 
 
-DEFAULT_DEADLINES = {"default": 30.0, "Extract": 120.0, "ExtractStream": 3600.0, "Retrain": 24 * 3600.0,
+# Seconds per RPC when neither the call nor the options say; also the defaults of a stack's
+# ``[deadlines]`` table (services/config.py), so clients and servers agree.
+DEFAULT_DEADLINES: dict[str, float] = {"default": 30.0, "Extract": 120.0, "ExtractStream": 3600.0, "Retrain": 24 * 3600.0,
                      "Ingest": 24 * 3600.0, "BuildDbrSamples": 6 * 3600.0, "LoadModel": 300.0, "Search": 60.0,
                      "Retrieve": 120.0}
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from clients.base import DEFAULT_DEADLINES
 from vaner.errors import InvalidArgument, NotFound
 from vaner.settings import Settings
 
@@ -124,12 +125,6 @@ class TaggerSection:
 @dataclass(frozen=True)
 class RetrievalSection:
     kb_address: str = field(default="", metadata={"help": "host:port of the KB service; empty = same state, in-process"})
-
-
-DEFAULT_DEADLINES: dict[str, float] = {
-    "default": 30.0, "Extract": 120.0, "ExtractStream": 3600.0, "Retrain": 24 * 3600.0,
-    "Ingest": 24 * 3600.0, "BuildDbrSamples": 6 * 3600.0, "LoadModel": 300.0, "Search": 60.0, "Retrieve": 120.0,
-}
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Nothing here knows how ingest or search work, and nothing sets a status code: domain errors
 (:class:`vaner.errors.VanerError`) propagate and ``services/interceptors.py`` maps them.
 Ingest runs the core in a worker thread and streams its progress events; if the client goes
-away, the next progress event raises :class:`IngestCancelled` inside the ingest, which then
+away, the next progress event raises :class:`vaner.errors.Cancelled` inside the ingest, which then
 fails cleanly (snapshot marked failed, ``latest`` untouched).
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 from services.convert import category_filter, hit_to_proto
 from vaner import __version__
 from vaner.categories import Category
-from vaner.errors import InvalidArgument, VanerError
+from vaner.errors import Cancelled, InvalidArgument, VanerError
 from vaner.progress import ProgressEvent
 from vaner.progress_proto import progress_to_proto
 from vaner.streams import ThreadStream
@@ -26,11 +26,6 @@ from vaner.v1 import common_pb2, kb_pb2, kb_pb2_grpc
 
 _STATUS = {"building": common_pb2.BUILDING, "complete": common_pb2.COMPLETE, "failed": common_pb2.FAILED}
 DEFAULT_K = 10
-
-
-class IngestCancelled(VanerError):
-    code = "CANCELLED"
-    exit_code = 130
 
 
 def snapshot_to_proto(info) -> common_pb2.Snapshot:  # noqa: ANN001 - kb_ingest.snapshots.SnapshotInfo
@@ -78,7 +73,7 @@ class KnowledgeBaseServicer(kb_pb2_grpc.KnowledgeBaseServicer):
         def work(emit: Callable[[ProgressEvent], None]):  # noqa: ANN202
             def progress(ev: ProgressEvent) -> None:
                 if context is not None and hasattr(context, "is_active") and not context.is_active():
-                    raise IngestCancelled("ingest cancelled: the client went away")
+                    raise Cancelled("ingest cancelled: the client went away")
                 emit(ev)
 
             return call(progress)

@@ -15,13 +15,9 @@ import grpc
 from services.tagger_core import DocumentResult, ModelInfo, RetrainEvent, RetrainParams, TaggerCore
 from vaner import __version__
 from vaner.categories import Category
-from vaner.errors import InvalidArgument, VanerError
+from vaner.errors import DeadlineExceeded, InvalidArgument, VanerError
 from vaner.progress_proto import progress_to_proto
 from vaner.v1 import common_pb2, kb_pb2, tagger_pb2, tagger_pb2_grpc
-
-
-class DeadlineExceeded(VanerError):
-    code = "DEADLINE_EXCEEDED"
 
 
 def categories_from_proto(numbers) -> list[Category]:  # noqa: ANN001 - repeated enum field
