@@ -62,6 +62,16 @@ class ClientOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_message_bytes: int = 64 * 1024 * 1024
 
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> ClientOptions:
+        """Options where ``VANER_CLIENT_TOKEN_FILE`` and ``VANER_CLIENT_TLS_CA`` fill what is not
+        given (None), so tools that only take an address (``vaner extract --remote``, ``vaner
+        retrain --tagger-address``) reach a secured stack."""
+        for key, env in (("token_file", "VANER_CLIENT_TOKEN_FILE"), ("tls_ca", "VANER_CLIENT_TLS_CA")):
+            if kwargs.get(key) is None and os.environ.get(env):
+                kwargs[key] = os.environ[env]
+        return cls(**{k: v for k, v in kwargs.items() if v is not None})
+
     def bearer(self) -> str | None:
         if self.token:
             return self.token
@@ -82,13 +92,7 @@ class BaseClient:
 
     def __init__(self, address: str, options: ClientOptions | None = None, **kwargs: Any):
         self.address = address
-        if options is None:
-            # Environment defaults let tools that only take an address (``vaner extract --remote``)
-            # reach a secured stack: VANER_CLIENT_TOKEN_FILE, VANER_CLIENT_TLS_CA.
-            for key, env in (("token_file", "VANER_CLIENT_TOKEN_FILE"), ("tls_ca", "VANER_CLIENT_TLS_CA")):
-                if key not in kwargs and os.environ.get(env):
-                    kwargs[key] = os.environ[env]
-        self.options = options or ClientOptions(**kwargs)
+        self.options = options or ClientOptions.from_env(**kwargs)
         o = self.options
         chan_opts = [("grpc.max_receive_message_length", o.max_message_bytes),
                      ("grpc.max_send_message_length", o.max_message_bytes)]

@@ -8,7 +8,7 @@ import shlex
 import sys
 from typing import Any
 
-from vaner.cli_common import print_json, settings_from_args
+from vaner.cli_common import add_client_args, client_flags, print_json, settings_from_args
 from vaner.corpus import DATASETS
 from vaner.errors import InvalidArgument
 
@@ -70,6 +70,12 @@ def _datasets(value: str) -> list[str]:
     return [d.name for d in DATASETS.parse_list(value)]
 
 
+def _client_options(args: argparse.Namespace):  # noqa: ANN202 - clients.ClientOptions
+    from clients.base import ClientOptions
+
+    return ClientOptions.from_env(**client_flags(args))
+
+
 def _progress(args: argparse.Namespace):
     from vaner.progress import TqdmProgress
 
@@ -87,7 +93,7 @@ def cmd_dbr_build(args: argparse.Namespace) -> int:
     try:
         if args.retrieval_address:
             s = build_dbr_remote(args.retrieval_address, settings, _datasets(args.datasets), params,
-                                 args.kb_snapshot, args.data_dir, bar)
+                                 args.kb_snapshot, args.data_dir, bar, options=_client_options(args))
         else:
             from kb_ingest.kb import KnowledgeBase
 
@@ -131,8 +137,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         promote_margin=args.promote_margin, seed=args.seed, dbr_seed=args.dbr_seed, data_dir=args.data_dir,
         output_dir=args.output_dir, train_overrides=train_overrides(args),
         command=" ".join(["vaner", *map(shlex.quote, sys.argv[1:])]))
-    retrainer = Retrainer(settings, notifier=tagger_notifier(args.tagger_address),
-                          dbr_source=remote_dbr_source(args.retrieval_address, settings))
+    options = _client_options(args)
+    retrainer = Retrainer(settings, notifier=tagger_notifier(args.tagger_address, options),
+                          dbr_source=remote_dbr_source(args.retrieval_address, settings, options))
     bar = _progress(args)
     try:
         outcome = retrainer.run(request, progress=bar)
@@ -157,6 +164,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "else in-process)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--progress", action="store_true", help="show progress bars even when not a terminal")
+    add_client_args(p)
 
 
 def register(sub) -> None:  # noqa: ANN001 - argparse subparsers action

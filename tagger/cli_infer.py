@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tagger.formats import INPUT_FORMATS, OUTPUT_FORMATS
 from vaner.categories import Category
-from vaner.cli_common import print_json, settings_from_args
+from vaner.cli_common import add_client_args, client_flags, print_json, settings_from_args
 from vaner.errors import FailedPrecondition, InvalidArgument
 from vaner.progress import TqdmProgress
 
@@ -52,6 +52,7 @@ def register(sub) -> None:  # noqa: ANN001 - argparse subparsers action
     p.add_argument("--link-k", type=int, default=5)
     p.add_argument("--kb-snapshot", default="latest", help="KB snapshot used by --link")
     p.add_argument("--remote", default=None, metavar="HOST:PORT", help="ask a running tagger service instead")
+    add_client_args(p)
     p.set_defaults(func=run_extract)
 
     p = sub.add_parser("models", help="list registered model versions, or promote one to 'latest'")
@@ -172,6 +173,7 @@ def _linker(settings, k: int, snapshot: str):  # noqa: ANN001, ANN202
 
 def _extract_remote(args: argparse.Namespace, docs, cats):  # noqa: ANN001, ANN202
     try:
+        from clients.base import ClientOptions
         from clients.tagger import TaggerClient
     except ImportError as exc:
         raise FailedPrecondition(f"--remote needs the tagger client (clients/tagger.py): {exc}") from exc
@@ -180,7 +182,7 @@ def _extract_remote(args: argparse.Namespace, docs, cats):  # noqa: ANN001, ANN2
 
     from tagger.formats import Entity
 
-    client = TaggerClient(args.remote)
+    client = TaggerClient(args.remote, ClientOptions.from_env(**client_flags(args)))
     kwargs: dict = {"categories": cats}
     if args.link:
         params = inspect.signature(client.extract).parameters

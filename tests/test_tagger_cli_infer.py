@@ -112,8 +112,8 @@ def test_remote_uses_the_tagger_client(vaner_home, monkeypatch, capsys):
     calls = {}
 
     class FakeClient:
-        def __init__(self, address):
-            calls["address"] = address
+        def __init__(self, address, options=None):
+            calls["address"], calls["token_file"] = address, options.token_file
 
         def extract(self, documents, categories=None, timeout=None):
             calls["docs"], calls["cats"] = documents, categories
@@ -123,10 +123,12 @@ def test_remote_uses_the_tagger_client(vaner_home, monkeypatch, capsys):
             calls["closed"] = True
 
     monkeypatch.setitem(sys.modules, "clients.tagger", types.SimpleNamespace(TaggerClient=FakeClient))
-    assert main(["extract", "Fever and cough.", "--remote", "host:50051", "--types", "Disease"]) == 0
+    assert main(["extract", "Fever and cough.", "--remote", "host:50051", "--types", "Disease",
+                 "--token-file", "/run/token"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out[0]["entities"] == [{"start": 0, "end": 5, "text": "Fever", "type": "Disease", "score": 0.8}]
-    assert calls["address"] == "host:50051" and calls["docs"] == [("doc1", "Fever and cough.")]
+    assert calls["address"] == "host:50051" and calls["token_file"] == "/run/token"
+    assert calls["docs"] == [("doc1", "Fever and cough.")]
     assert [c.value for c in calls["cats"]] == ["Disease"] and calls["closed"]
     assert main(["extract", "x", "--remote", "host:1", "--link"]) == 4
     assert "--link with --remote" in capsys.readouterr().err
