@@ -71,29 +71,17 @@ def _positive(name: str, value: int | None) -> None:
         raise InvalidArgument(f"{name} must be >= 1, got {value}")
 
 
-def resolve_model(settings, ref: str):  # noqa: ANN001, ANN201 - (artifact path, ModelRecord | None)
-    """A folder path is used as is; anything else is looked up in the registry."""
-    path = Path(ref).expanduser()
-    if path.is_dir() and ((path / "tagger_config.json").exists() or "/" in ref or ref.startswith(".")):
-        if not (path / "tagger_config.json").exists():
-            raise InvalidArgument(f"{path} is not a vaner model folder (no tagger_config.json)")
-        return path, None
-    from tagger.registry import ModelRegistry
+def _model(settings, ref: str):  # noqa: ANN001, ANN202 - tagger.registry.ModelRecord
+    """A version id, ``latest`` or a saved model folder (the user's own files)."""
+    from tagger.registry import ModelRegistry, resolve_model
 
-    record = ModelRegistry(settings).resolve(ref)
-    return record.artifact_path, record
-
-
-def _load(artifact: Path, device: str):  # noqa: ANN202
-    from tagger.extract import merge_for_inference
-    from tagger.model import VanerTagger
-
-    return merge_for_inference(VanerTagger.load(artifact, device=device))
+    return resolve_model(ref, lambda: ModelRegistry(settings), allow_path=True)
 
 
 # ---- eval ---------------------------------------------------------------------------------------
 def run_eval(args: argparse.Namespace) -> int:
     from tagger.evaluate import evaluate
+    from tagger.extract import load_for_inference
     from vaner.corpus import DATASETS, load_dataset, read_conll
 
     _positive("--batch-size", args.batch_size)
@@ -112,16 +100,16 @@ def run_eval(args: argparse.Namespace) -> int:
         sentences = sentences[: args.max_sentences]
     if not sentences:
         raise InvalidArgument("no sentences to evaluate")
-    artifact, record = resolve_model(settings, args.model)
-    tagger = _load(artifact, args.device)
+    record = _model(settings, args.model)
+    tagger = load_for_inference(record.artifact_path, args.device)
     bar = TqdmProgress(enabled=True, unit="sent")
     try:
         result = evaluate(tagger, sentences, batch_size=args.batch_size, progress=bar)
     finally:
         bar.close()
-    out = {**target, "model": record.id if record else str(artifact), **result}
+    out = {**target, "model": record.id, **result}
     full_test = args.dataset and args.split == "test" and not args.max_sentences
-    if record is not None and full_test and not args.no_store:
+    if record.registered and full_test and not args.no_store:
         from tagger.registry import ModelRegistry
 
         keep = {k: result[k] for k in ("precision", "recall", "f1", "support", "tp", "fp", "fn")}
@@ -222,12 +210,12 @@ def run_extract(args: argparse.Namespace) -> int:
     if args.remote:
         out = _extract_remote(args, docs, cats)
     else:
-        from tagger.extract import Extractor
+        from tagger.extract import Extractor, load_for_inference
 
         link = _linker(settings, args.link_k, args.kb_snapshot) if args.link else None
-        artifact, record = resolve_model(settings, args.model)
-        extractor = Extractor(_load(artifact, args.device), batch_size=args.batch_size, overlap=args.overlap,
-                              link=link, model_id=record.id if record else str(artifact))
+        record = _model(settings, args.model)
+        extractor = Extractor(load_for_inference(record.artifact_path, args.device), batch_size=args.batch_size,
+                              overlap=args.overlap, link=link, model_id=record.id)
         bar = TqdmProgress(enabled=len(docs) > 1 or len(docs[0].text) > 5000, unit="query")
         try:
             out = extractor.extract(docs, cats, dataset=args.dataset, progress=bar)
