@@ -1,4 +1,6 @@
-"""``vaner dbr build|list`` and ``vaner retrain``: registered on the ``vaner`` dispatcher."""
+"""``vaner dbr build|list`` and ``vaner retrain``: registered on the ``vaner`` dispatcher; plus what
+the dispatcher injects into the tagger's commands (``extract --link``, ``train --dbr``), which need
+the KB and DBR code of this package."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import sys
 from typing import Any
 
 from vaner.cli_common import add_client_args, client_flags, print_json, settings_from_args
-from vaner.corpus import DATASETS
+from vaner.corpus import DATASETS, Sentence
 from vaner.errors import InvalidArgument
+from vaner.progress import ProgressCallback
+from vaner.settings import Settings
 
 TRAIN_FLAGS: list[tuple[str, type, str, str | None]] = [
     # flag, type, help, target ("model." prefix for TaggerConfig fields)
@@ -153,6 +157,25 @@ def cmd_retrain(args: argparse.Namespace) -> int:
               f"{'PROMOTED to latest' if d['promoted'] else 'NOT promoted'}: {d['reason']}"
               + (f"; tagger service: {d['notified']}" if d["notified"] else ""))
     return 0
+
+
+def kb_linker(settings: Settings, k: int, snapshot: str):  # noqa: ANN201 - tagger.extract.LinkFn
+    """``vaner extract --link``: link spans against the local knowledge base."""
+    from kb_ingest.kb import KnowledgeBase
+    from retrieval.linking import snapshot_linker
+
+    return snapshot_linker(KnowledgeBase(settings), k, snapshot)
+
+
+def training_dbr(settings: Settings, snapshot: str, datasets: list[str], mode: str, seed: int,
+                 data_dir: str | None, progress: ProgressCallback | None) -> tuple[str, list[Sentence]]:
+    """``vaner train --dbr``: (snapshot id, DBR sentences), built by the Retrainer's own code."""
+    from retrieval.retrain import Retrainer
+
+    retrainer = Retrainer(settings)
+    snapshot_id = str(retrainer.kb.get_snapshot(snapshot).id)
+    dbr = retrainer.dbr_set(snapshot_id, datasets, mode, seed, data_dir, progress=progress)
+    return snapshot_id, dbr.load() if dbr is not None else []
 
 
 def _common(p: argparse.ArgumentParser) -> None:

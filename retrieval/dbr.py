@@ -407,21 +407,3 @@ def _take(pool: list[str], cursor: dict[Category, int], c: Category, k: int) -> 
             seen.add(name)
             out.append(name)
     return out
-
-
-def build_dbr_sentences(settings: Settings, snapshot: str, datasets: Sequence[str], mode: str = "retrieved",
-                        seed: int = 0, data_dir: str | Path | None = None,
-                        progress: ProgressCallback | None = None, *, kb: KnowledgeBaseLike | None = None,
-                        params: DbrParams | None = None) -> list[Sentence]:
-    """What ``vaner train --dbr`` calls: the (cached) DBR sentences for these datasets."""
-    if mode in ("none", "", None):
-        return []
-    if kb is None:
-        from kb_ingest.kb import KnowledgeBase
-
-        kb = KnowledgeBase(settings)
-    p = params or DbrParams(mode=mode, seed=seed)
-    if params is not None and (params.mode != mode or params.seed != seed):
-        p = DbrParams(**{**params.to_dict(), "mode": mode, "seed": seed})
-    return DbrBuilder(settings, kb).build(datasets, p, snapshot=snapshot, data_dir=data_dir,
-                                          progress=progress).load()

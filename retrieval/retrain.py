@@ -168,6 +168,19 @@ class Retrainer:
             kwargs["model"] = model
         return TrainConfig(**kwargs)
 
+    def dbr_set(self, snapshot_id: str, datasets: Sequence[str], mode: str, seed: int, data_dir: str | None = None,
+                dbr_params: dict[str, Any] | None = None, progress: ProgressCallback | None = None) -> DbrSet | None:
+        """The DBR set a training run mixes in (None for mode ``none``): from the configured source
+        (a Retrieval service) or built here. ``vaner train --dbr`` calls this too, so both commands
+        get the same sentences for the same snapshot, datasets and seed."""
+        if mode == "none":
+            return None
+        params = DbrParams(**{**(dbr_params or {}), "mode": mode, "seed": seed})
+        if self._dbr_source is not None:
+            return self._dbr_source(tuple(datasets), params, snapshot_id, data_dir, progress)
+        return DbrBuilder(self.settings, self.kb).build(datasets, params, snapshot=snapshot_id, data_dir=data_dir,
+                                                        progress=progress)
+
     def run(self, request: RetrainRequest, progress: ProgressCallback | None = None) -> RetrainOutcome:
         with exclusive_lock(self.settings, "retrain"):
             return self._run_locked(request, progress)
@@ -182,16 +195,11 @@ class Retrainer:
         snap = self.kb.get_snapshot(request.kb_snapshot or "latest")
         snap_id = str(snap.id)
         self._emit(progress, "retrain", f"KB snapshot {snap_id}")
-        dbr_set: DbrSet | None = None
         extra: Sequence[Any] = ()
-        if request.dbr_mode != "none":
-            seed = request.dbr_seed if request.dbr_seed is not None else request.seed
-            params = DbrParams(**{**request.dbr_params, "mode": request.dbr_mode, "seed": seed})
-            if self._dbr_source is not None:
-                dbr_set = self._dbr_source(request.datasets, params, snap_id, request.data_dir, progress)
-            else:
-                dbr_set = DbrBuilder(self.settings, self.kb).build(request.datasets, params, snapshot=snap_id,
-                                                                   data_dir=request.data_dir, progress=progress)
+        seed = request.dbr_seed if request.dbr_seed is not None else request.seed
+        dbr_set = self.dbr_set(snap_id, request.datasets, request.dbr_mode, seed, request.data_dir,
+                               request.dbr_params, progress)
+        if dbr_set is not None:
             extra = dbr_set.load()
             self._emit(progress, "retrain", f"DBR set {dbr_set.id}: {len(extra)} sentences")
         config = self.make_config(request, snap_id)

@@ -3,22 +3,35 @@
 Bad input (empty text, unknown type, unknown model version, a malformed file) is checked before
 the model loads, so the user gets a one-line error in milliseconds instead of after ~15 s.
 ``--model`` takes a registry version id, ``latest``, or the path of a saved model folder.
+``--link`` needs the knowledge base and retrieval packages, which sit above this one: the ``vaner``
+dispatcher injects a :data:`LinkerFactory` (``register(sub, linker=...)``), so nothing here imports them.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tagger.formats import INPUT_FORMATS, OUTPUT_FORMATS
 from vaner.categories import Category
 from vaner.cli_common import add_client_args, client_flags, print_json, settings_from_args
 from vaner.errors import FailedPrecondition, InvalidArgument
 from vaner.progress import TqdmProgress
+from vaner.settings import Settings
+
+if TYPE_CHECKING:  # tagger.extract imports torch; the CLI checks input before that
+    from tagger.extract import LinkFn
 
 
-def register(sub) -> None:  # noqa: ANN001 - argparse subparsers action
+# (settings, k, KB snapshot) -> a tagger.extract.LinkFn; called before the model loads, so a missing
+# snapshot fails in milliseconds.
+LinkerFactory = Callable[[Settings, int, str], "LinkFn"]
+
+
+def register(sub, *, linker: LinkerFactory | None = None) -> None:  # noqa: ANN001 - argparse subparsers action
     p = sub.add_parser("eval", help="strict entity-level P/R/F1 of a model on a dataset or CoNLL file")
     p.add_argument("--model", default="latest", help="version id, 'latest', or a saved model folder")
     src = p.add_mutually_exclusive_group(required=True)
@@ -53,7 +66,7 @@ def register(sub) -> None:  # noqa: ANN001 - argparse subparsers action
     p.add_argument("--kb-snapshot", default="latest", help="KB snapshot used by --link")
     p.add_argument("--remote", default=None, metavar="HOST:PORT", help="ask a running tagger service instead")
     add_client_args(p)
-    p.set_defaults(func=run_extract)
+    p.set_defaults(func=run_extract, make_linker=linker)
 
     p = sub.add_parser("models", help="list registered model versions, or promote one to 'latest'")
     p.add_argument("--json", action="store_true", help="print one JSON value")
@@ -142,21 +155,12 @@ def _read_input(args: argparse.Namespace):  # noqa: ANN202
     return docs
 
 
-def _linker(settings, k: int, snapshot: str):  # noqa: ANN001, ANN202
-    _positive("--link-k", k)
-    try:
-        from kb_ingest.kb import KnowledgeBase
-        from retrieval.linking import link_spans
-    except ImportError as exc:
-        raise FailedPrecondition(f"--link needs the knowledge base and retrieval modules: {exc}") from exc
-    kb = KnowledgeBase(settings)
-    snap = kb.get_snapshot(snapshot)  # fails now, before the model loads, if there is no snapshot
-    snap_id = getattr(snap, "id", snapshot)
-
-    def link(mentions: list[str], categories: list[Category]) -> list[list[object]]:
-        return link_spans(kb, mentions, k=k, snapshot=snap_id, categories=categories)
-
-    return link
+def _linker(args: argparse.Namespace, settings: Settings) -> LinkFn:
+    _positive("--link-k", args.link_k)
+    make = getattr(args, "make_linker", None)
+    if make is None:
+        raise FailedPrecondition("--link needs the knowledge base and retrieval packages; run it as `vaner extract`")
+    return make(settings, args.link_k, args.kb_snapshot)
 
 
 def _extract_remote(args: argparse.Namespace, docs, cats):  # noqa: ANN001, ANN202
@@ -212,7 +216,7 @@ def run_extract(args: argparse.Namespace) -> int:
     else:
         from tagger.extract import Extractor, load_for_inference
 
-        link = _linker(settings, args.link_k, args.kb_snapshot) if args.link else None
+        link = _linker(args, settings) if args.link else None
         record = _model(settings, args.model)
         extractor = Extractor(load_for_inference(record.artifact_path, args.device), batch_size=args.batch_size,
                               overlap=args.overlap, link=link, model_id=record.id)

@@ -16,10 +16,10 @@ from vaner.cli_common import add_global_args, run_cli
 NCBI_SAMPLE = "Breast\tB-Disease\ncancer\tI-Disease\nrisk\tO\n\nBRCA1\tO\nmutations\tO\n.\tO\n\n"
 
 
-def main(argv):
+def main(argv, linker=None):
     parser = argparse.ArgumentParser(prog="vaner")
     add_global_args(parser)
-    cli_infer.register(parser.add_subparsers(dest="command"))
+    cli_infer.register(parser.add_subparsers(dest="command"), linker=linker)
     return run_cli(parser, argv)
 
 
@@ -177,7 +177,6 @@ def test_models_list_and_promote(registered, tiny_model, capsys):
 
 
 def test_extract_link_wires_the_kb_linker(tiny_model, vaner_home, monkeypatch, capsys):
-    import sys
     import types
 
     seen = {}
@@ -194,13 +193,20 @@ def test_extract_link_wires_the_kb_linker(tiny_model, vaner_home, monkeypatch, c
         seen.update(k=k, snapshot=snapshot, n=len(texts), cats=categories)
         return [[{"cui": "C0006142", "name": t, "score": 0.9}] for t in texts]
 
-    monkeypatch.setitem(sys.modules, "kb_ingest.kb", types.SimpleNamespace(KnowledgeBase=FakeKB))
-    monkeypatch.setitem(sys.modules, "retrieval.linking", types.SimpleNamespace(link_spans=fake_link_spans))
+    import kb_ingest.kb
+    import retrieval.linking
+    from retrieval.cli import kb_linker
+
+    monkeypatch.setattr(kb_ingest.kb, "KnowledgeBase", FakeKB)
+    monkeypatch.setattr(retrieval.linking, "link_spans", fake_link_spans)
     text = "Breast cancer and fever in BRCA1 carriers treated with aspirin."
-    assert main(["extract", text, "--model", str(tiny_model), "--link", "--link-k", "3", "--overlap", "all"]) == 0
+    argv = ["extract", text, "--model", str(tiny_model), "--link", "--link-k", "3", "--overlap", "all"]
+    assert main(argv) == 4  # built without a linker (the tagger package alone): a clear refusal
+    assert "--link needs the knowledge base" in capsys.readouterr().err
+    assert main(argv, linker=kb_linker) == 0
     out = json.loads(capsys.readouterr().out)[0]
     assert seen["snapshot_ref"] == "latest"
     if out["entities"]:
         assert seen["k"] == 3 and seen["snapshot"] == "s-42" and seen["n"] == len(out["entities"])
         assert all(e["concepts"][0]["cui"] == "C0006142" for e in out["entities"])
-    assert main(["extract", "x", "--model", str(tiny_model), "--link", "--link-k", "0"]) == 2
+    assert main(["extract", "x", "--model", str(tiny_model), "--link", "--link-k", "0"], linker=kb_linker) == 2
