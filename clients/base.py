@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +156,20 @@ class BaseClient:
                 if delay is None or time.monotonic() + delay >= end:
                     raise self._error(exc) from None
                 time.sleep(delay)
+
+    def _outcome(self, events: Iterable[Any], result_type: type, rpc: str,
+                 on_progress: Callable[[Any], None] | None) -> Any:
+        """Run a progress-then-result stream to its end: progress goes to ``on_progress``, the one
+        ``result_type`` item is returned; a stream that ends without it is Unavailable."""
+        result = None
+        for ev in events:
+            if isinstance(ev, result_type):
+                result = ev
+            elif on_progress is not None:
+                on_progress(ev)
+        if result is None:
+            raise E.Unavailable(f"{self.service} service at {self.address} ended {rpc} without a result")
+        return result
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Block until the channel connects (a service just started); Unavailable otherwise."""
