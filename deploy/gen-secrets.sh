@@ -3,8 +3,8 @@
 # Production: use certificates from your CA (cert-manager on Kubernetes) instead.
 set -eu
 cd "$(dirname "$0")"
+umask 077   # the token and key are readable by their owner only (the services warn otherwise)
 mkdir -p secrets
-umask 077
 [ -s secrets/vaner_token ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > secrets/vaner_token
 openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=vaner" \
   -addext "subjectAltName=DNS:kb,DNS:retrieval,DNS:tagger,DNS:localhost,IP:127.0.0.1" \

@@ -32,6 +32,7 @@ from kb_ingest.rrf import (
     RrfReader,
     columns_for,
 )
+from vaner.cancel import StopCheck, check_stop
 from vaner.categories import Category
 from vaner.errors import InvalidArgument
 from vaner.progress import ProgressCallback, ProgressTracker
@@ -130,6 +131,7 @@ class Concept:
     terms: list[str]
     tuis: tuple[str, ...] = ()
     categories: tuple[Category, ...] = ()
+    codes: list[tuple[str, str]] = field(default_factory=list)  # (SAB, CODE) of each term's first atom
 
 
 @dataclass
@@ -149,13 +151,16 @@ def iter_mrconso_concepts(reader: RrfReader, filters: UmlsFilters, counts: Inges
     string comparisons and dict lookups per row, no objects until a concept is complete."""
     c_cui, c_lat, c_ts, c_stt = reader.col("CUI"), reader.col("LAT"), reader.col("TS"), reader.col("STT")
     c_pref, c_sab, c_str, c_sup = reader.col("ISPREF"), reader.col("SAB"), reader.col("STR"), reader.col("SUPPRESS")
+    # the source's own id: CODE, else SCUI (a release without either still ingests, with empty codes)
+    c_code = reader.index.get("CODE", reader.index.get("SCUI", -1))
+    has_code = c_code >= 0
     langs = frozenset(filters.languages)
     include = frozenset(filters.include_sabs)
     exclude = frozenset(filters.exclude_sabs)
     drop_suppressed = not filters.keep_suppressed
     skipped = counts.skipped
     cur = None
-    terms: dict[str, str] = {}
+    terms: dict[str, tuple[str, str, str]] = {}  # normalised -> (text, SAB, CODE)
     best_rank = -1
     best = ""
     out_of_order = 0
@@ -176,7 +181,7 @@ def iter_mrconso_concepts(reader: RrfReader, filters: UmlsFilters, counts: Inges
         if cui != cur:
             if cur is not None:
                 if terms:
-                    yield Concept(cur, best, list(terms.values()))
+                    yield _concept(cur, best, terms)
                 if cui < cur:
                     out_of_order += 1
             cur = cui
@@ -190,20 +195,25 @@ def iter_mrconso_concepts(reader: RrfReader, filters: UmlsFilters, counts: Inges
         if key in terms:
             skipped["duplicate_string"] = skipped.get("duplicate_string", 0) + 1
         else:
-            terms[key] = text
+            terms[key] = (text, sab, row[c_code] if has_code else "")
         if best_rank < 7:  # 7 = TS=P, STT=PF, ISPREF=Y: nothing can beat it
             rank = (4 if row[c_ts] == "P" else 0) + (2 if row[c_stt] == "PF" else 0) + (row[c_pref] == "Y")
             if rank > best_rank:
                 best_rank = rank
                 best = text
     if cur is not None and terms:
-        yield Concept(cur, best, list(terms.values()))
+        yield _concept(cur, best, terms)
     counts.rows = reader.lines
     if tracker is not None:
         tracker.done = reader.lines
     if out_of_order:
         log.warning("%s is not sorted by CUI (%d concepts out of order): a concept split across the file "
                     "is stored as several concepts", reader.path, out_of_order)
+
+
+def _concept(cui: str, preferred: str, terms: dict[str, tuple[str, str, str]]) -> Concept:
+    vals = list(terms.values())
+    return Concept(cui, preferred, [v[0] for v in vals], codes=[(v[1], v[2]) for v in vals])
 
 
 @dataclass
@@ -215,11 +225,13 @@ class TermBatch:
 
 
 class BatchWriter:
-    """Encodes and upserts terms in batches, and times the encoder (the benchmark's 'share')."""
+    """Encodes and upserts terms in batches, and times the encoder (the benchmark's 'share').
+    ``should_stop`` is asked before each batch: the batch boundary is where an ingest can stop."""
 
     def __init__(self, encode: Callable[[list[str]], np.ndarray],
                  upsert: Callable[[list[int], np.ndarray, list[dict]], None],
-                 first_id: int = 0, batch: int = ENCODE_BATCH, tracker: ProgressTracker | None = None):
+                 first_id: int = 0, batch: int = ENCODE_BATCH, tracker: ProgressTracker | None = None,
+                 should_stop: StopCheck | None = None):
         self.encode = encode
         self.upsert = upsert
         self.next_id = first_id
@@ -229,6 +241,7 @@ class BatchWriter:
         self.upsert_seconds = 0.0
         self.written = 0
         self.tracker = tracker
+        self.should_stop = should_stop
 
     def add(self, text: str, payload: dict) -> None:
         self.pending.texts.append(text)
@@ -239,14 +252,16 @@ class BatchWriter:
     def add_concept(self, concept: Concept, source: str) -> None:
         cats = [c.value for c in concept.categories]
         tuis = list(concept.tuis)
-        for t in concept.terms:
+        codes = concept.codes or [("", "")] * len(concept.terms)
+        for t, (sab, code) in zip(concept.terms, codes, strict=True):
             self.add(t, {"cui": concept.cui, "name": t, "preferred": concept.preferred,
-                         "categories": cats, "tuis": tuis, "source": source})
+                         "categories": cats, "tuis": tuis, "source": source, "sab": sab, "code": code})
 
     def flush(self) -> None:
         texts, payloads = self.pending.texts, self.pending.payloads
         if not texts:
             return
+        check_stop(self.should_stop, "ingest")
         self.pending = TermBatch()
         t0 = time.perf_counter()
         vecs = self.encode(texts)

@@ -22,6 +22,8 @@ import numpy as np
 
 from kb_ingest.categories import CategoryMap, default_map
 from kb_ingest.encoder import Encoder, load_encoder, resolve_encoder_name
+from kb_ingest.encoder_backends import read_manifest
+from kb_ingest.encoder_registry import EncoderRegistry
 from kb_ingest.filters import UmlsFilters, normalise
 from kb_ingest.ingest import (
     BatchWriter,
@@ -34,9 +36,19 @@ from kb_ingest.ingest import (
     iter_mrconso_concepts,
     sha256_of,
 )
-from kb_ingest.rrf import BadLineReport, RrfReader, check_file, detect_release, read_mrfiles
+from kb_ingest.rrf import (
+    BadLineReport,
+    RrfReader,
+    check_file,
+    detect_release,
+    find_beside,
+    is_gzip,
+    read_mrfiles,
+    rrf_name,
+)
 from kb_ingest.snapshots import SnapshotInfo, SnapshotStore, new_snapshot_id, now_iso
 from kb_ingest.vector_store import VectorStore, collection_name, open_store
+from vaner.cancel import StopCheck, check_stop
 from vaner.categories import Category
 from vaner.corpus import read_conll
 from vaner.errors import FailedPrecondition, InvalidArgument, NotFound, VanerError
@@ -49,11 +61,15 @@ log = logging.getLogger(__name__)
 MAX_K = 1000
 LATEST_TTL_S = 2.0  # how long another process's new `latest` may stay unseen by a running server
 SCORE_DECIMALS = 6
+SEARCH_BATCH = 256  # queries encoded and searched per round; cancellation is checked between rounds
+CONCEPT_OVERSAMPLE = 4  # terms fetched per wanted concept when hits are merged by concept
 
 
 @dataclass(frozen=True)
 class ConceptHit:
-    """One search result. ``name`` is the matched term; ``preferred`` the concept's preferred name."""
+    """One search result. ``name`` is the matched term; ``preferred`` the concept's preferred name;
+    ``sab``/``code`` the source vocabulary and its own id for the matched term (``DOID``,
+    ``DOID:1612``), empty for dataset strings and snapshots ingested before they were stored."""
 
     cui: str
     name: str
@@ -62,16 +78,43 @@ class ConceptHit:
     source: str
     score: float
     preferred: str = ""
+    sab: str = ""
+    code: str = ""
 
     def to_json(self) -> dict:
         return {"cui": self.cui, "name": self.name, "preferred": self.preferred,
                 "categories": [c.value for c in self.categories], "tuis": list(self.tuis),
-                "source": self.source, "score": round(self.score, SCORE_DECIMALS)}
+                "source": self.source, "sab": self.sab, "code": self.code,
+                "score": round(self.score, SCORE_DECIMALS)}
 
 
 def hit_sort_key(hit: ConceptHit) -> tuple:
     """Documented tie-break: score (descending, rounded to 6 decimals), then CUI, then name."""
     return (-round(hit.score, SCORE_DECIMALS), hit.cui, hit.name)
+
+
+def best_per_concept(hits: list[ConceptHit], k: int) -> list[ConceptHit]:
+    """The best-scoring term of each concept, at most ``k``, in :func:`hit_sort_key` order: a
+    concept with many synonyms would otherwise fill the whole top-k with itself."""
+    seen: set[str] = set()
+    out: list[ConceptHit] = []
+    for hit in sorted(hits, key=hit_sort_key):
+        if hit.cui not in seen:
+            seen.add(hit.cui)
+            out.append(hit)
+            if len(out) == k:
+                break
+    return out
+
+
+def umls_inputs(mrconso: Path, mrsty: Path | None = None) -> tuple[Path, Path, Path]:
+    """Every file a UMLS ingest of ``mrconso`` reads: MRCONSO.RRF, MRSTY.RRF (beside it unless
+    given) and MRFILES.RRF (beside it, optional), each plain or ``.gz``. One list, so a caller that
+    must vet paths (the KB service's allowed roots) vets exactly what will be opened."""
+    mrconso = Path(mrconso)
+    beside = mrconso.parent
+    sty = Path(mrsty) if mrsty else (find_beside(mrconso, "MRSTY.RRF") or beside / "MRSTY.RRF")
+    return mrconso, sty, find_beside(mrconso, "MRFILES.RRF") or beside / "MRFILES.RRF"
 
 
 def _hit_from_payload(payload: dict, score: float) -> ConceptHit:
@@ -82,7 +125,8 @@ def _hit_from_payload(payload: dict, score: float) -> ConceptHit:
     return ConceptHit(cui=str(payload.get("cui", "")), name=str(payload.get("name", "")),
                       categories=tuple(cats), tuis=tuple(payload.get("tuis", [])),
                       source=str(payload.get("source", "")), score=float(score),
-                      preferred=str(payload.get("preferred", "")))
+                      preferred=str(payload.get("preferred", "")), sab=str(payload.get("sab", "")),
+                      code=str(payload.get("code", "")))
 
 
 class KnowledgeBase:
@@ -92,7 +136,8 @@ class KnowledgeBase:
         self.settings = settings
         self._store = store
         self._snapshots: SnapshotStore | None = None
-        self._load_encoder = encoder_loader or (lambda name: load_encoder(name))
+        self._load_encoder = encoder_loader or (lambda name, **opts: load_encoder(name, home=settings.home, **opts))
+        self._encoder_registry: EncoderRegistry | None = None
         self._cmap = category_map
         self._lock = threading.RLock()
         self._info_cache: dict[str, SnapshotInfo] = {}
@@ -103,7 +148,7 @@ class KnowledgeBase:
     def store(self) -> VectorStore:
         with self._lock:
             if self._store is None:
-                self.settings.home.mkdir(parents=True, exist_ok=True)
+                self.settings.ensure_home()
                 self._store = open_store(self.settings)
             return self._store
 
@@ -111,9 +156,34 @@ class KnowledgeBase:
     def db(self) -> SnapshotStore:
         with self._lock:
             if self._snapshots is None:
-                self.settings.home.mkdir(parents=True, exist_ok=True)
+                self.settings.ensure_home()
                 self._snapshots = SnapshotStore(self.settings.sql_url)
             return self._snapshots
+
+    @property
+    def encoders(self) -> EncoderRegistry:
+        """SQL records of the encoders snapshots were built with (provenance; kb_encoders)."""
+        with self._lock:
+            if self._encoder_registry is None:
+                self.settings.home.mkdir(parents=True, exist_ok=True)
+                self._encoder_registry = EncoderRegistry(self.settings.sql_url)
+            return self._encoder_registry
+
+    def load_encoder(self, name: str | None, *, max_seq_length: int | None = None,
+                     batch_size: int | None = None) -> Encoder:
+        """The encoder for a name, with the user's options; an injected loader (tests) gets the name only."""
+        enc = self._load_encoder(name) if max_seq_length is None else \
+            self._load_encoder(name, max_seq_length=max_seq_length)
+        return enc.with_batch_size(batch_size)
+
+    def _record_encoder(self, enc: Encoder) -> dict:
+        """What the snapshot stores about its encoder (filters["encoder"]); the encoder's own row
+        goes to kb_encoders the first time a snapshot uses it."""
+        record = enc.record()
+        with contextlib.suppress(VanerError):  # provenance is an addition: a read-only DB must not stop an ingest
+            self.encoders.record(record, provenance=read_manifest(Path(enc.location)) if enc.location else {},
+                                 created_at=now_iso())
+        return {k: v for k, v in record.items() if k != "location"}
 
     @property
     def category_map(self) -> CategoryMap:
@@ -170,15 +240,21 @@ class KnowledgeBase:
 
     # ---- search ----
     def encoder_for(self, snapshot: str = "latest") -> Encoder:
-        return self._load_encoder(self._resolve(snapshot).encoder)
+        """The snapshot's encoder with the options it was ingested with (e.g. max sequence length)."""
+        info = self._resolve(snapshot)
+        options = (info.filters.get("encoder") or {}).get("options") or {}
+        return self.load_encoder(info.encoder, max_seq_length=options.get("max_seq_length"))
 
     def search(self, texts: list[str] | None = None, *, vectors: np.ndarray | None = None,
                snapshot: str = "latest", categories: list[Category] | None = None, k: int = 10,
-               encoder: str | None = None) -> list[list[ConceptHit]]:
-        """Top-k terms per query, best first (ties: see :func:`hit_sort_key`).
+               encoder: str | None = None, one_per_concept: bool = False,
+               should_stop: StopCheck | None = None) -> list[list[ConceptHit]]:
+        """Top-k terms per query, best first (ties: see :func:`hit_sort_key`); with
+        ``one_per_concept``, the best term of each of the top-k concepts instead.
 
         ``encoder``, when given, must be the snapshot's: vectors from another model would be
         compared in a different space and give confident nonsense, so it is an error instead.
+        Queries run in rounds of ``SEARCH_BATCH``; ``should_stop`` is asked before each round.
         """
         if texts is not None and vectors is not None:
             raise InvalidArgument("search: give texts or vectors, not both")
@@ -191,31 +267,53 @@ class KnowledgeBase:
             return []
         info = self._resolve(snapshot)
         if encoder:
-            wanted = resolve_encoder_name(encoder)[0]
+            wanted = resolve_encoder_name(encoder, self.settings.home)[0]
             if wanted != info.encoder:
                 raise FailedPrecondition(f"snapshot {info.id} was built with encoder {info.encoder!r}; "
                                          f"searching it with {wanted!r} would compare different vector spaces")
         cats = [Category.parse(c).value for c in categories] if categories else None
         results: list[list[ConceptHit]] = [[] for _ in range(n)]
+        arr: np.ndarray | None = None
         if texts is not None:
             keep = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
-            if not keep:
-                return results
-            vecs = self.encoder_for(info.id).encode([texts[i] for i in keep])
         else:
-            arr = np.asarray(vectors, dtype=np.float32)
-            if arr.ndim != 2 or arr.shape[1] != info.dimension:
-                raise FailedPrecondition(f"snapshot {info.id} holds {info.dimension}-d vectors from "
-                                         f"{info.encoder!r}; got shape {tuple(arr.shape)}")
-            norms = np.linalg.norm(arr, axis=1)
-            keep = [i for i in range(n) if norms[i] > 0 and np.isfinite(norms[i])]
-            if not keep:
-                return results
-            vecs = arr[keep] / norms[keep, None]
-        stored = self.store.search(info.collection or collection_name(info.id), vecs, k, cats)
-        for i, hits in zip(keep, stored, strict=True):
-            results[i] = sorted((_hit_from_payload(h.payload, h.score) for h in hits), key=hit_sort_key)
+            wide = self._query_vectors(vectors, info).astype(np.float64)  # float64: no overflow in the norm
+            norms = np.linalg.norm(wide, axis=1)
+            keep = [i for i in range(n) if norms[i] > 0]  # a zero vector points nowhere: no hits
+            arr = (wide / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32)
+        fetch = min(k * CONCEPT_OVERSAMPLE, MAX_K * CONCEPT_OVERSAMPLE) if one_per_concept else k
+        collection = info.collection or collection_name(info.id)
+        for start in range(0, len(keep), SEARCH_BATCH):
+            check_stop(should_stop, "search")
+            rows = keep[start:start + SEARCH_BATCH]
+            if arr is None:
+                vecs = self.encoder_for(info.id).encode([texts[i] for i in rows])  # type: ignore[index]
+            else:
+                vecs = arr[rows]
+            stored = self.store.search(collection, vecs, fetch, cats)
+            for i, found in zip(rows, stored, strict=True):
+                hits = [_hit_from_payload(h.payload, h.score) for h in found]
+                results[i] = best_per_concept(hits, k) if one_per_concept else sorted(hits, key=hit_sort_key)
         return results
+
+    @staticmethod
+    def _query_vectors(vectors: np.ndarray, info: SnapshotInfo) -> np.ndarray:
+        """Query vectors as a float32 matrix of the snapshot's dimension, all values finite; a bad
+        vector is the caller's mistake (INVALID_ARGUMENT) and is named by its position."""
+        try:
+            arr = np.asarray(vectors, dtype=np.float32)
+        except ValueError:
+            raise InvalidArgument(f"search: vectors must all have {info.dimension} values "
+                                  f"(snapshot {info.id}, encoder {info.encoder!r})") from None
+        if arr.ndim != 2 or arr.shape[1] != info.dimension:
+            raise InvalidArgument(f"search: snapshot {info.id} holds {info.dimension}-d vectors from "
+                                  f"{info.encoder!r}; got shape {tuple(arr.shape)}")
+        finite = np.isfinite(arr).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise InvalidArgument(f"search: vectors[{int(bad[0])}] holds NaN or infinite values "
+                                  f"({len(bad)} such vector(s))")
+        return arr
 
     def sample_random(self, n: int, *, snapshot: str = "latest", categories: list[Category] | None = None,
                       seed: int = 0) -> list[ConceptHit]:
@@ -279,35 +377,40 @@ class KnowledgeBase:
 
     def ingest_umls(self, mrconso: Path, *, mrsty: Path | None = None, languages=("ENG",), include_sabs=(),
                     exclude_sabs=(), keep_suppressed=False, encoder: str | None = None, strict=False,
-                    progress: ProgressCallback | None = None) -> SnapshotInfo:
+                    progress: ProgressCallback | None = None, should_stop: StopCheck | None = None,
+                    max_seq_length: int | None = None, encode_batch_size: int | None = None) -> SnapshotInfo:
+        """Build a snapshot from a UMLS release: MRCONSO.RRF or MRCONSO.RRF.gz, with MRSTY/MRFILES
+        beside it in either form. ``should_stop`` is asked between encode batches and stages, and a
+        stop fails the snapshot cleanly (``latest`` untouched)."""
         filters = UmlsFilters(tuple(languages or ("ENG",)), tuple(include_sabs or ()), tuple(exclude_sabs or ()),
                               keep_suppressed)
         mrconso = check_file(Path(mrconso), "MRCONSO.RRF")
-        if mrsty is None:
-            mrsty = mrconso.parent / "MRSTY.RRF"
-            if not mrsty.exists():
-                raise NotFound(f"{mrsty}: no such file (semantic types are needed to categorise concepts; "
-                               "pass --mrsty PATH)")
-        mrsty = check_file(Path(mrsty), "MRSTY.RRF")
-        mrfiles_path = mrconso.parent / "MRFILES.RRF"
+        given_mrsty = mrsty
+        _, mrsty, mrfiles_path = umls_inputs(mrconso, mrsty)
+        if given_mrsty is None and not mrsty.exists():
+            raise NotFound(f"{mrsty}: no such file, nor MRSTY.RRF.gz (semantic types are needed to categorise "
+                           "concepts; pass --mrsty PATH)")
+        mrsty = check_file(mrsty, "MRSTY.RRF")
         mrfiles = read_mrfiles(mrfiles_path) if mrfiles_path.is_file() else None
         for path in (mrconso, mrsty):  # a truncated copy fails now, not after hours of encoding
-            expected = mrfiles.get(path.name) if mrfiles else None
-            if expected is not None and expected.bytes and path.stat().st_size < expected.bytes:
+            expected = mrfiles.get(rrf_name(path)) if mrfiles else None
+            # MRFILES gives uncompressed sizes: a .gz is checked by its row count and gzip's own CRC instead
+            if expected is not None and expected.bytes and not is_gzip(path) and path.stat().st_size < expected.bytes:
                 raise InvalidArgument(f"{path}: {path.stat().st_size} bytes but MRFILES.RRF expects {expected.bytes}; "
                                       "the file looks truncated (interrupted download or unzip?)")
         conso_cols = columns_of(mrfiles, "MRCONSO.RRF")
         sty_cols = columns_of(mrfiles, "MRSTY.RRF")
         store = self.store
         store.health()  # an unreachable Qdrant fails before minutes of work, not after
-        enc = self._load_encoder(encoder)
+        enc = self.load_encoder(encoder, max_seq_length=max_seq_length, batch_size=encode_batch_size)
         release = detect_release(mrconso)
         with self._ingest_lock():
             self._cleanup_stale()
             sid = new_snapshot_id()
             info = SnapshotInfo(id=sid, status="building", latest=False, kind="umls", umls_release=release,
                                 encoder=enc.name, dimension=enc.dimension, concepts=0, terms=0,
-                                filters={**filters.to_dict(), "semantic_types": self.category_map.source},
+                                filters={**filters.to_dict(), "semantic_types": self.category_map.source,
+                                         "encoder": self._record_encoder(enc)},
                                 created_at=now_iso(), collection=collection_name(sid))
             with self._building(info):
                 t_start = time.perf_counter()
@@ -320,19 +423,21 @@ class KnowledgeBase:
                                                            hasher=sty_hash)
                 check_expected_rows(mrsty, sty_lines, sty_expected)
                 sty_report.check(sty_lines, mrsty)
+                check_stop(should_stop, "ingest")
                 report = BadLineReport(strict=strict)
                 conso_expected = mrfiles["MRCONSO.RRF"].rows if mrfiles and "MRCONSO.RRF" in mrfiles else None
                 reader = RrfReader(mrconso, conso_cols, report, required=("CUI", "STR"), hasher=conso_hash)
                 rows_tracker = ProgressTracker("MRCONSO.RRF", conso_expected, progress)
                 terms_tracker = ProgressTracker("encode", None, progress)
                 writer = BatchWriter(enc.encode, lambda ids, v, p: store.upsert(info.collection, ids, v, p),
-                                     tracker=terms_tracker)
+                                     tracker=terms_tracker, should_stop=should_stop)
                 source = f"umls:{release}" if release else "umls"
                 for concept in categorise(iter_mrconso_concepts(reader, filters, counts, rows_tracker),
                                           tui_index, self.category_map, counts):
                     counts.concepts += 1
                     writer.add_concept(concept, source)
                 writer.flush()
+                check_stop(should_stop, "ingest")
                 rows_tracker.finish()
                 terms_tracker.finish()
                 check_expected_rows(mrconso, reader.lines, conso_expected)
@@ -356,7 +461,8 @@ class KnowledgeBase:
         return self.get_snapshot(sid)
 
     def ingest_dataset(self, paths: list[Path], category: Category, *, encoder: str | None = None,
-                       progress: ProgressCallback | None = None, base: str | None = "latest") -> SnapshotInfo:
+                       progress: ProgressCallback | None = None, base: str | None = "latest",
+                       should_stop: StopCheck | None = None) -> SnapshotInfo:
         """Add the entity strings of CoNLL files (the paper's KB also holds the training splits'
         entities). The new snapshot starts as a copy of ``base`` (default: latest, when one exists
         and uses the same encoder; ``None`` for a dataset-only snapshot), so retrieval keeps UMLS."""
@@ -373,7 +479,9 @@ class KnowledgeBase:
                     raise
         if encoder is None and base_info is not None:
             encoder = base_info.encoder
-        enc = self._load_encoder(encoder)
+        same = base_info is not None and encoder == base_info.encoder
+        base_opts = ((base_info.filters.get("encoder") or {}).get("options") or {}) if same else {}  # type: ignore[union-attr]
+        enc = self.load_encoder(encoder, max_seq_length=base_opts.get("max_seq_length"))
         if base_info is not None and base_info.encoder != enc.name:
             if base != "latest":
                 raise FailedPrecondition(f"base snapshot {base_info.id} uses encoder {base_info.encoder!r}, "
@@ -402,7 +510,7 @@ class KnowledgeBase:
             sid = new_snapshot_id()
             info = SnapshotInfo(id=sid, status="building", latest=False, kind="dataset", umls_release=(
                 base_info.umls_release if base_info else ""), encoder=enc.name, dimension=enc.dimension,
-                concepts=0, terms=0, filters={"category": category.value,
+                concepts=0, terms=0, filters={"category": category.value, "encoder": self._record_encoder(enc),
                                               "base_snapshot": base_info.id if base_info else None},
                 created_at=now_iso(), collection=collection_name(sid))
             with self._building(info):
@@ -411,15 +519,16 @@ class KnowledgeBase:
                 concepts = 0
                 skipped: dict[str, int] = {}
                 if base_info is not None:
-                    next_id, concepts = self._copy_points(base_info, info.collection, progress)
+                    next_id, concepts = self._copy_points(base_info, info.collection, progress, should_stop)
                     skipped.update(base_info.skipped)
                 tracker = ProgressTracker("encode", len(entities), progress)
                 writer = BatchWriter(enc.encode, lambda ids, v, p: store.upsert(info.collection, ids, v, p),
-                                     first_id=next_id, tracker=tracker)
+                                     first_id=next_id, tracker=tracker, should_stop=should_stop)
                 for text, source in entities.values():
                     writer.add(text, {"cui": dataset_cui(text, category), "name": text, "preferred": text,
                                       "categories": [category.value], "tuis": [], "source": source})
                 writer.flush()
+                check_stop(should_stop, "ingest")
                 tracker.finish()
                 store.finish(info.collection)
                 skipped["duplicate_string"] = skipped.get("duplicate_string", 0) + duplicates
@@ -430,13 +539,15 @@ class KnowledgeBase:
                                  sources=sources)
         return self.get_snapshot(sid)
 
-    def _copy_points(self, base: SnapshotInfo, collection: str, progress: ProgressCallback | None) -> tuple[int, int]:
+    def _copy_points(self, base: SnapshotInfo, collection: str, progress: ProgressCallback | None,
+                     should_stop: StopCheck | None = None) -> tuple[int, int]:
         """Copy a complete snapshot's points (vectors included, no re-encoding) into a new collection."""
         src = base.collection or collection_name(base.id)
         total = base.terms
         tracker = ProgressTracker("copy base", total, progress)
         step = 2048
         for start in range(0, total, step):
+            check_stop(should_stop, "ingest")
             recs = self.store.retrieve(src, list(range(start, min(start + step, total))), with_vectors=True)
             if recs:
                 self.store.upsert(collection, [r[0] for r in recs], np.stack([r[2] for r in recs]),
@@ -444,6 +555,79 @@ class KnowledgeBase:
             tracker.advance(len(recs))
         tracker.finish()
         return total, base.concepts
+
+    def iter_points(self, snapshot: str = "latest", step: int = 2048) -> Iterator[tuple[int, dict]]:
+        """Every stored term of a complete snapshot as (id, payload), in id order (ids are dense)."""
+        info = self._resolve(snapshot)
+        coll = info.collection or collection_name(info.id)
+        for start in range(0, info.terms, step):
+            for pid, payload, _ in sorted(self.store.retrieve(coll, list(range(start, min(start + step, info.terms)))),
+                                          key=lambda r: r[0]):
+                yield pid, payload
+
+    def reencode(self, snapshot: str, encoder: str, *, progress: ProgressCallback | None = None,
+                 note: dict | None = None) -> SnapshotInfo:
+        """A new snapshot with the same terms and payloads as ``snapshot``, encoded by ``encoder``
+        (after ``kb-ingest align``, or to move a KB to a faster encoder without its RRF files).
+        It becomes latest; ``note`` is recorded in its filters (e.g. the alignment run)."""
+        base = self._resolve(snapshot)
+        enc = self.load_encoder(encoder)
+        store = self.store
+        store.health()
+        with self._ingest_lock():
+            self._cleanup_stale()
+            sid = new_snapshot_id()
+            filters = {k: v for k, v in base.filters.items() if k not in ("stats", "encoder")}
+            info = SnapshotInfo(id=sid, status="building", latest=False, kind=base.kind, umls_release=base.umls_release,
+                                encoder=enc.name, dimension=enc.dimension, concepts=0, terms=0,
+                                filters={**filters, "encoder": self._record_encoder(enc), "reencoded_from": base.id,
+                                         **({"alignment": note} if note else {})},
+                                created_at=now_iso(), collection=collection_name(sid))
+            with self._building(info):
+                t0 = time.perf_counter()
+                store.create(info.collection, enc.dimension)
+                tracker = ProgressTracker("encode", base.terms, progress)
+                writer = BatchWriter(enc.encode, lambda ids, v, p: store.upsert(info.collection, ids, v, p),
+                                     tracker=tracker)
+                for _, payload in self.iter_points(base.id):
+                    writer.add(str(payload.get("name", "")), payload)
+                writer.flush()
+                tracker.finish()
+                if writer.written != base.terms:
+                    raise FailedPrecondition(f"snapshot {base.id} lists {base.terms} terms but {writer.written} "
+                                             "were read back from its vectors")
+                store.finish(info.collection)
+                stats = {"wall_seconds": round(time.perf_counter() - t0, 3),
+                         "encode_seconds": round(writer.encode_seconds, 3),
+                         "upsert_seconds": round(writer.upsert_seconds, 3)}
+                self.db.complete(sid, concepts=base.concepts, terms=writer.written, skipped=base.skipped,
+                                 sources=base.sources, filters={**info.filters, "stats": stats})
+        return self.get_snapshot(sid)
+
+    def align(self, snapshot: str = "latest", *, base: str | None = None, config: object | None = None,
+              progress: ProgressCallback | None = None, reencode: bool = True) -> tuple[object, SnapshotInfo | None]:
+        """Train an encoder on the snapshot's synonym sets (kb_ingest/align.py), record it, and
+        re-encode the snapshot with it into a new latest snapshot. Returns (AlignResult, snapshot)."""
+        from kb_ingest.align import AlignConfig, align_encoder, synonym_sets
+        from kb_ingest.encoder import encoders_root
+
+        info = self._resolve(snapshot)
+        enc = self.load_encoder(base or info.encoder)
+        sets = synonym_sets(p for _, p in self.iter_points(info.id))
+        name = self.encoders.next_name(enc.name)
+        while (encoders_root(self.settings.home) / name).exists():  # a folder whose SQL row was lost
+            stem, n = name.rsplit("-", 1)
+            name = f"{stem}-{int(n) + 1}"
+        result = align_encoder(enc, sets, name, home=self.settings.home, cfg=config or AlignConfig(),
+                               snapshot_id=info.id, progress=progress)
+        aligned = self.load_encoder(name)
+        self._record_encoder(aligned)
+        if not reencode:
+            return result, None
+        note = {"encoder": name, "base_encoder": enc.name, "steps": result.steps,
+                "seconds": round(result.seconds, 1), "margin_before": result.before["margin"],
+                "margin_after": result.after["margin"]}
+        return result, self.reencode(info.id, name, progress=progress, note=note)
 
     def health(self) -> dict[str, str]:
         details = dict(self.store.health())

@@ -1,16 +1,21 @@
 """Streaming readers for UMLS Rich Release Format files (MRCONSO, MRSTY, MRFILES).
 
 A real MRCONSO.RRF is 10-20 million lines, so the readers never hold a file: they decode 4 MiB
-chunks at a time and hand out plain ``list[str]`` rows (no per-row objects) because the
-parse+filter loop has to run at hundreds of thousands of rows a second in pure Python.
+chunks at a time (a ``.gz`` file is decompressed in the same stream, so a release need not be
+unpacked; its checksum is of the compressed bytes on disk, what ``sha256sum`` shows) and hand out
+plain ``list[str]`` rows (no per-row objects) because the parse+filter loop has to run at hundreds
+of thousands of rows a second in pure Python.
 A malformed line is never an ``assert``: it becomes a :class:`BadLine` that names file, line and
 reason, and a :class:`BadLineReport` decides (strict or tolerant) what happens next.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import logging
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +32,46 @@ MRFILES_COLUMNS = ("FIL", "DES", "FMT", "CLS", "RWS", "BTS")
 CHUNK_BYTES = 4 << 20
 BAD_LINE_EXAMPLES = 5
 BAD_LINE_MAX_FRACTION = 0.001  # issue 2: fail the ingest when more than 0.1 % of lines are bad
+
+
+GZ_SUFFIX = ".gz"
+
+
+def rrf_name(path: Path | str) -> str:
+    """The release's name for a file (``MRCONSO.RRF`` for ``MRCONSO.RRF.gz``), as MRFILES.RRF lists it."""
+    name = Path(path).name
+    return name[:-len(GZ_SUFFIX)] if name.endswith(GZ_SUFFIX) else name
+
+
+def is_gzip(path: Path | str) -> bool:
+    return str(path).endswith(GZ_SUFFIX)
+
+
+def find_beside(path: Path, name: str) -> Path | None:
+    """``name`` or ``name.gz`` in the folder of ``path`` (plain first); None when neither exists."""
+    folder = Path(path).parent
+    for candidate in (folder / name, folder / (name + GZ_SUFFIX)):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class _HashingReader(io.RawIOBase):
+    """Feeds every byte read from disk to a hasher; sits under GzipFile so the checksum is of the
+    compressed file while the reader sees decompressed text, in one pass."""
+
+    def __init__(self, raw, hasher):  # noqa: ANN001
+        self.raw = raw
+        self.hasher = hasher
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # noqa: ANN001
+        n = self.raw.readinto(buffer)
+        if n:
+            self.hasher.update(memoryview(buffer)[:n])
+        return n
 
 
 def check_file(path: Path, what: str) -> Path:
@@ -92,15 +137,17 @@ def _decoded_lines(path: Path, report: BadLineReport, hasher=None,  # noqa: ANN0
     description in ``bad`` by line number, reported by the reader in file order), not the file."""
     lineno = 0
     rest = b""
-    with path.open("rb") as fh:
+    gz = is_gzip(path)
+    with path.open("rb") as raw:
+        fh = gzip.GzipFile(fileobj=_HashingReader(raw, hasher) if hasher is not None else raw, mode="rb") if gz else raw
         while True:
-            chunk = fh.read(CHUNK_BYTES)
+            chunk = _read_chunk(fh, path, lineno) if gz else fh.read(CHUNK_BYTES)
             if not chunk:
                 body, rest = rest, b""
                 if not body:
                     break
             else:
-                if hasher is not None:
+                if hasher is not None and not gz:
                     hasher.update(chunk)  # checksum in the same pass: no second read of a multi-GB file
                 chunk = rest + chunk
                 cut = chunk.rfind(b"\n")
@@ -130,6 +177,15 @@ def _decoded_lines(path: Path, report: BadLineReport, hasher=None,  # noqa: ANN0
                 on_chunk(lineno)
             if not chunk:
                 break
+
+
+def _read_chunk(fh, path: Path, lineno: int) -> bytes:  # noqa: ANN001 - gzip.GzipFile
+    """A chunk of decompressed bytes; a damaged or cut-off archive becomes one readable error."""
+    try:
+        return fh.read(CHUNK_BYTES)
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise InvalidArgument(f"{path}: broken gzip data after line {lineno} ({exc}); "
+                              "the file looks truncated or corrupt") from None
 
 
 class RrfReader:

@@ -113,3 +113,81 @@ def synth_umls(meta: Path, n_rows: int, seed: int = 0, release: str = "2099AB") 
                 fs.write(f"{cui}|{tui}|A1.2.{k}|Synthetic Type|AT{cui_n:08d}{k}||\n")
     write_mrfiles(meta)
     return {"rows": n, "concepts": concepts}
+
+
+def tiny_static_encoder_dir(folder: Path, dim: int = 32, seed: int = 0) -> Path:
+    """A model2vec folder with MiniLM's real tokenizer and a random ``dim``-wide table: the format
+    and code path of a distilled model in well under a second (a real distillation takes minutes)."""
+    from model2vec import StaticModel
+    from tokenizers import Tokenizer
+
+    from kb_ingest.encoder import ALIASES
+
+    tok = Tokenizer.from_file(str(Path(ALIASES["minilm"]()) / "tokenizer.json"))  # type: ignore[operator]
+    vectors = np.random.default_rng(seed).standard_normal((tok.get_vocab_size(), dim)).astype(np.float32)
+    StaticModel(vectors=vectors, tokenizer=tok, config={"model_type": "model2vec", "hidden_dim": dim,
+                                                        "normalize": True, "pooling": "mean"},
+                normalize=True).save_pretrained(str(folder))
+    return Path(folder)
+
+
+# A small release in the open KB's shape: real-looking SAB/CODE pairs, several sources merged under
+# one CUI, synonyms that share no words (what alignment has to learn). (cui, tui, [(sab, code, name)])
+SMALL_RELEASE: list[tuple[str, str, list[tuple[str, str, str]]]] = [
+    ("C0027051", "T047", [("DOID", "DOID:5844", "myocardial infarction"), ("DOID", "DOID:5844", "heart attack"),
+                          ("MONDO", "MONDO:0005068", "MI")]),
+    ("C0006142", "T191", [("DOID", "DOID:1612", "breast cancer"), ("NCI", "NCIT:C4872", "mammary carcinoma"),
+                          ("DOID", "DOID:1612", "malignant neoplasm of breast")]),
+    ("C0011849", "T047", [("DOID", "DOID:9351", "diabetes mellitus"), ("MONDO", "MONDO:0005015", "diabetes"),
+                          ("DOID", "DOID:9351", "DM")]),
+    ("C0020538", "T047", [("DOID", "DOID:10763", "hypertension"), ("DOID", "DOID:10763", "high blood pressure"),
+                          ("MONDO", "MONDO:0005044", "HTN")]),
+    ("C0038454", "T047", [("DOID", "DOID:6713", "stroke"), ("DOID", "DOID:6713", "cerebrovascular accident"),
+                          ("NCI", "NCIT:C3390", "CVA")]),
+    ("C0004057", "T121", [("CHEBI", "CHEBI:15365", "aspirin"), ("CHEBI", "CHEBI:15365", "acetylsalicylic acid"),
+                          ("DRUGBANK", "DB00945", "ASA")]),
+    ("C0000970", "T121", [("CHEBI", "CHEBI:46195", "paracetamol"), ("DRUGBANK", "DB00316", "acetaminophen"),
+                          ("DRUGBANK", "DB00316", "tylenol")]),
+    ("C0021641", "T121", [("CHEBI", "CHEBI:5931", "insulin"), ("DRUGBANK", "DB00030", "human insulin")]),
+    ("C0376571", "T028", [("HGNC", "HGNC:1100", "BRCA1"), ("HGNC", "HGNC:1100", "breast cancer 1"),
+                          ("NCBIGENE", "NCBIGene:672", "RNF53")]),
+    ("C0079419", "T028", [("HGNC", "HGNC:11998", "TP53"), ("HGNC", "HGNC:11998", "tumor protein p53"),
+                          ("NCBIGENE", "NCBIGene:7157", "p53")]),
+    ("C10100000001", "T028", [("HGNC", "HGNC:583", "APC"), ("HGNC", "HGNC:583", "adenomatous polyposis coli")]),
+    ("C0014834", "T007", [("UNIPROT_SPECLIST", "NCBITaxon:562", "Escherichia coli"),
+                          ("UNIPROT_SPECLIST", "NCBITaxon:562", "E. coli")]),
+    ("C0086418", "T016", [("UNIPROT_SPECLIST", "NCBITaxon:9606", "Homo sapiens"),
+                          ("UNIPROT_SPECLIST", "NCBITaxon:9606", "human")]),
+]
+
+
+def write_small_release(meta: Path, *, gz: bool = False, release: str = "2099AC",
+                        concepts: Sequence[tuple[str, str, list[tuple[str, str, str]]]] = SMALL_RELEASE) -> Path:
+    """MRCONSO/MRSTY/MRFILES/release.dat of ``concepts`` (first name of each = TS=P); with ``gz``
+    the two large files are written gzip-compressed, as the open KB ships them. Returns MRCONSO's path."""
+    import gzip
+
+    meta = Path(meta)
+    meta.mkdir(parents=True, exist_ok=True)
+    (meta / "release.dat").write_text(f"umls.release.name={release}\n")
+    conso, sty = [], []
+    n = 0
+    for cui, tui, names in sorted(concepts):
+        for j, (sab, code, name) in enumerate(names):
+            n += 1
+            row = mrconso_row(cui, name, ts="P" if j == 0 else "S", stt="PF" if j == 0 else "VO",
+                              ispref="Y" if j == 0 else "N", sab=sab, n=n)
+            row[9], row[13] = code, code  # SCUI, CODE: the source's own id
+            conso.append(rrf_line(row))
+        sty.append(rrf_line([cui, tui, "A1", "Type", f"AT{n:08d}", ""]))
+    for name, lines in (("MRCONSO.RRF", conso), ("MRSTY.RRF", sty)):
+        data = ("\n".join(lines) + "\n").encode()
+        if gz:
+            with gzip.open(meta / (name + ".gz"), "wb") as fh:
+                fh.write(data)
+        else:
+            (meta / name).write_bytes(data)
+    mrfiles = [[name, name, ",".join(cols), str(len(cols)), str(len(lines)), str(len(("\n".join(lines) + "\n").encode()))]
+               for name, cols, lines in (("MRCONSO.RRF", MRCONSO_COLUMNS, conso), ("MRSTY.RRF", MRSTY_COLUMNS, sty))]
+    write_rrf(meta / "MRFILES.RRF", mrfiles)
+    return meta / ("MRCONSO.RRF.gz" if gz else "MRCONSO.RRF")

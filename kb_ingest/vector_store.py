@@ -7,7 +7,8 @@
 
 Each snapshot gets its own collection (``vaner_kb_<id>``), so building a new snapshot never
 touches the data that ``latest`` points at. Payload: cui, name, preferred, categories, tuis,
-source; ``categories`` carries a keyword index so the category filter runs inside the search.
+source, sab, code (the matched atom's source vocabulary and its own id); ``categories`` carries a
+keyword index so the category filter runs inside the search.
 """
 
 from __future__ import annotations

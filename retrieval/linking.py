@@ -1,9 +1,13 @@
-"""Entity linking for ``--link``: top-k KB concepts (CUI, name, score) per extracted span.
+"""Entity linking for ``--link``: top-k KB concepts per extracted span.
 
-Users ask for concept ids far more than for bare spans (USERS.md #3). Linking reuses the DBR
-retrieval path, so spans are encoded with the snapshot's own encoder. Spans are grouped by their
-category filter and de-duplicated before encoding, because a document batch repeats mentions
-(``BRCA1`` ten times) and a filter per category lets the vector store do the filtering.
+Users ask for concept ids far more than for bare spans (USERS.md #3). A link is a concept, not a
+string: each result carries the CUI, the concept's preferred name, the matched term, and the source
+vocabulary (SAB) and that source's own id (CODE, e.g. ``DOID:1612``, ``HGNC:1100``) as the
+snapshot stored them, and a concept appears once per span (its best-scoring name) however many of
+its synonyms matched. Linking reuses the DBR retrieval path, so spans are encoded with the
+snapshot's own encoder. Spans are grouped by their category filter and de-duplicated before
+encoding, because a document batch repeats mentions (``BRCA1`` ten times) and a filter per
+category lets the vector store do the filtering (a Gene span links only to Gene concepts).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from kb_ingest.kb import CONCEPT_OVERSAMPLE, MAX_K, best_per_concept
 from retrieval.retrieve import KnowledgeBaseLike, Retriever
 from vaner.categories import Category
 from vaner.errors import InvalidArgument
@@ -29,7 +34,7 @@ def _as_tuple(value: CategoryFilter) -> tuple[Category, ...]:
 def link_spans(kb: KnowledgeBaseLike, texts: list[str], k: int = 5, snapshot: str = "latest",
                categories: Sequence[CategoryFilter] | None = None, *, shared_categories: CategoryFilter = None,
                retriever: Retriever | None = None) -> list[list[Any]]:
-    """Top-k concepts per span text, in input order.
+    """Top-k concepts per span text (one hit per CUI), in input order.
 
     ``categories`` gives one filter PER SPAN (a category, a list of them, or None), typically each
     span's predicted category so a Gene span links to Gene concepts; ``shared_categories`` applies
@@ -45,7 +50,7 @@ def link_spans(kb: KnowledgeBaseLike, texts: list[str], k: int = 5, snapshot: st
         per_span = [_as_tuple(c) for c in categories]
     else:
         per_span = [_as_tuple(shared_categories)] * len(texts)
-    r = retriever or Retriever(kb, snapshot, k=k)
+    r = retriever or Retriever(kb, snapshot, k=min(MAX_K, k * CONCEPT_OVERSAMPLE))
     out: list[list[Any]] = [[] for _ in texts]
     groups: dict[tuple[Category, ...], list[int]] = {}
     for i, cats in enumerate(per_span):
@@ -53,7 +58,7 @@ def link_spans(kb: KnowledgeBaseLike, texts: list[str], k: int = 5, snapshot: st
     for cats, idxs in groups.items():
         hits = r.retrieve([texts[i] for i in idxs], list(cats) or None)
         for i, h in zip(idxs, hits, strict=True):
-            out[i] = h[:k]
+            out[i] = best_per_concept(h, k)
     return out
 
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
+from vaner.cancel import StopCheck, check_stop
 from vaner.categories import Category
 from vaner.errors import InvalidArgument
 from vaner.progress import ProgressCallback, ProgressTracker
@@ -83,8 +84,9 @@ class Retriever:
         return self._encoder
 
     def retrieve(self, phrases: Sequence[str], categories: Sequence[Category] | None = None,
-                 progress: ProgressCallback | None = None) -> list[list[Any]]:
-        """Per phrase, its top-k hits (de-duplicated), in input order; ``[]`` for an empty phrase."""
+                 progress: ProgressCallback | None = None, should_stop: StopCheck | None = None) -> list[list[Any]]:
+        """Per phrase, its top-k hits (de-duplicated), in input order; ``[]`` for an empty phrase.
+        ``should_stop`` is asked before each batch (vaner/cancel.py)."""
         cats = tuple(sorted(c.value for c in categories)) if categories else ()
         keys = [normalise_phrase(p) for p in phrases]
         self.stats["queries"] += len(keys)
@@ -101,6 +103,7 @@ class Retriever:
         tracker = ProgressTracker("retrieve", total=len(missing), callback=progress)
         cat_list = [Category(c) for c in cats] or None
         for start in range(0, len(missing), self.batch_size):
+            check_stop(should_stop, "retrieve")
             batch = missing[start:start + self.batch_size]
             t0 = time.perf_counter()
             vectors = self.encoder.encode(batch, batch_size=self.encode_batch_size)

@@ -22,6 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-cert", default=None, help="PEM certificate chain")
     p.add_argument("--tls-key", default=None, help="PEM private key")
     p.add_argument("--token-file", default=None, help="file with the bearer token clients must send")
+    p.add_argument("--ingest-root", action="append", default=None, metavar="DIR",
+                   help="kb: a directory Ingest may read client-named files from (repeatable; default none, "
+                        "so Ingest refuses every path)")
+    p.add_argument("--drain-seconds", type=float, default=None,
+                   help="on SIGTERM, seconds of NOT_SERVING before the server stops accepting calls")
     p.add_argument("--model", default=None, help="tagger: model version, 'latest' or artifact directory")
     p.add_argument("--device", default=None, help="tagger: cpu, cuda, auto")
     p.set_defaults(func=run)
@@ -33,6 +38,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         "security.token_file": args.token_file, "tagger.model": args.model, "tagger.device": args.device,
         "home": getattr(args, "home", None), "db_url": getattr(args, "db_url", None),
         "qdrant_url": getattr(args, "qdrant_url", None),
+        "ingest.allowed_roots": getattr(args, "ingest_root", None),
+        "server.drain_seconds": getattr(args, "drain_seconds", None),
     }
     if args.port is not None:
         if args.service == "all":

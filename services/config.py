@@ -55,6 +55,10 @@ class ServerSection:
     max_receive_message_bytes: int = field(default=16 * MIB, metadata={"help": "largest request accepted"})
     max_send_message_bytes: int = field(default=64 * MIB, metadata={"help": "largest response sent"})
     grace_seconds: float = field(default=15.0, metadata={"help": "time in-flight calls get on shutdown"})
+    drain_seconds: float = field(default=5.0, metadata={
+        "help": "on SIGTERM, how long health says NOT_SERVING (calls still accepted) before the server stops"})
+    health_check_seconds: float = field(default=5.0, metadata={
+        "help": "how often dependencies (database, vector store, KB) are probed for health; 0 = never"})
     log_format: str = field(default="json", metadata={"help": "json (one object per line) or text"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})
 
@@ -66,8 +70,9 @@ class ServerSection:
         for name in ("max_receive_message_bytes", "max_send_message_bytes"):
             if not 1024 <= getattr(self, name) <= 2**31 - 1:
                 raise InvalidArgument(f"server.{name} must be between 1 KiB and 2 GiB")
-        if self.grace_seconds < 0:
-            raise InvalidArgument("server.grace_seconds must be >= 0")
+        for name in ("grace_seconds", "drain_seconds", "health_check_seconds"):
+            if getattr(self, name) < 0:
+                raise InvalidArgument(f"server.{name} must be >= 0")
         if self.log_format not in ("json", "text"):
             raise InvalidArgument(f"server.log_format must be 'json' or 'text', not {self.log_format!r}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -128,11 +133,36 @@ class RetrievalSection:
 
 
 @dataclass(frozen=True)
+class KbSection:
+    max_search_queries: int = field(default=1024, metadata={
+        "help": "texts or vectors per Search call (RESOURCE_EXHAUSTED above)"})
+
+    def __post_init__(self) -> None:
+        if self.max_search_queries < 1:
+            raise InvalidArgument("kb.max_search_queries must be >= 1")
+
+
+@dataclass(frozen=True)
+class IngestSection:
+    allowed_roots: tuple[str, ...] = field(default=(), metadata={
+        "help": "server directories Ingest may read client-named files from; empty = refuse every path"})
+
+    def __post_init__(self) -> None:
+        roots = tuple(str(r) for r in self.allowed_roots)
+        for root in roots:
+            if not Path(root).is_absolute():
+                raise InvalidArgument(f"ingest.allowed_roots: {root!r} is not an absolute path")
+        object.__setattr__(self, "allowed_roots", roots)
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     server: ServerSection = field(default_factory=ServerSection)
     security: SecuritySection = field(default_factory=SecuritySection)
     tagger: TaggerSection = field(default_factory=TaggerSection)
     retrieval: RetrievalSection = field(default_factory=RetrievalSection)
+    kb: KbSection = field(default_factory=KbSection)
+    ingest: IngestSection = field(default_factory=IngestSection)
     deadlines: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DEADLINES))
     home: str = field(default="", metadata={"help": "state directory; empty = $VANER_HOME or the default"})
     db_url: str = field(default="", metadata={"help": "SQL URL; empty = SQLite under home"})
@@ -200,7 +230,7 @@ class ServeConfig:
         env = {} if env is None else env
         where = source or "config"
         sections = {"server": ServerSection, "security": SecuritySection, "tagger": TaggerSection,
-                    "retrieval": RetrievalSection}
+                    "retrieval": RetrievalSection, "kb": KbSection, "ingest": IngestSection}
         top_keys = {"home", "db_url", "qdrant_url"}
         unknown = set(data) - set(sections) - top_keys - {"deadlines"}
         if unknown:
@@ -251,7 +281,7 @@ class ServeConfig:
         for key in ("home", "db_url", "qdrant_url"):
             if getattr(self, key):
                 lines.append(f"{key} = {_toml_value(getattr(self, key))}")
-        for name in ("server", "security", "tagger", "retrieval"):
+        for name in ("server", "security", "tagger", "retrieval", "kb", "ingest"):
             lines.append(f"\n[{name}]")
             section = getattr(self, name)
             for f in fields(section):
@@ -262,6 +292,8 @@ class ServeConfig:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -272,6 +304,12 @@ def _toml_value(value: Any) -> str:
 
 def _coerce(value: Any, type_name: Any, key: str) -> Any:
     t = str(type_name)
+    if t.startswith("tuple[str"):  # a TOML array, or os.pathsep-separated in the environment
+        if isinstance(value, str):
+            return tuple(v for v in value.split(os.pathsep) if v)
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise InvalidArgument(f"{key}: {value!r} is not a list of strings")
     try:
         if t == "int":
             if isinstance(value, bool):

@@ -2,7 +2,8 @@
 
 Each method validates the request, converts protos to domain values, calls the core, and converts
 back. Bad input raises :class:`VanerError` subclasses; the shared interceptor maps them to status
-codes, so this module never sets a code itself.
+codes, so this module never sets a code itself. Retrieve stops between batches once its caller has
+gone or its deadline has passed (services/calls.py).
 
 BuildDbrSamples runs the build in a worker thread and streams its progress events; if the client
 goes away the build still finishes, because the result is a cached artifact the next call reuses.
@@ -20,6 +21,7 @@ from typing import Any
 from retrieval.dbr import DbrBuilder, DbrParams
 from retrieval.phrases import PhraseMiner
 from retrieval.retrieve import Retriever
+from services.calls import call_ended
 from services.convert import category_filter, hit_to_proto
 from vaner import __version__
 from vaner.errors import InvalidArgument, ResourceExhausted
@@ -70,7 +72,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
         if not phrases:
             return retrieval_pb2.RetrieveResponse()
         retriever = Retriever(self.kb, request.snapshot or "latest", k=k)
-        results = retriever.retrieve(phrases, category_filter(request.categories))
+        results = retriever.retrieve(phrases, category_filter(request.categories), should_stop=call_ended(context))
         return retrieval_pb2.RetrieveResponse(
             results=[kb_pb2.SearchHits(hits=[hit_to_proto(h) for h in hits]) for hits in results])
 

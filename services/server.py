@@ -1,9 +1,13 @@
 """Building and running one vaner gRPC service process, and supervising the three of them.
 
 Every service gets the same frame: the error-mapping interceptor (plus the token check when a
-token is configured), standard ``grpc.health.v1`` health checking, server reflection, message
-size limits, JSON-lines logs, and a SIGTERM/SIGINT handler that first reports NOT_SERVING (so load
-balancers stop sending) and then stops with a grace period in which in-flight calls finish.
+token is configured), standard ``grpc.health.v1`` health checking that follows the service's
+dependencies (database, vector store, KB), server reflection (``grpc.reflection.v1`` and
+``v1alpha``), message size limits, JSON-lines logs, a private state directory, and a draining
+SIGTERM/SIGINT handler: health says NOT_SERVING for ``server.drain_seconds`` while calls are still
+served (load balancers stop sending), then the server stops accepting, in-flight calls get
+``server.grace_seconds`` to finish, what is left is cancelled (cores stop at their next batch),
+and the process exits on its own.
 
 ``serve all`` runs each service as its own process rather than three servers in one: that is how
 they are deployed (and scaled) elsewhere, one crashing cannot take the others down, and the
@@ -30,16 +34,20 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from services.config import SERVICES, ServeConfig
 from services.interceptors import ErrorMappingInterceptor, TokenAuthInterceptor
 from vaner import __version__
-from vaner.errors import InvalidArgument
+from vaner.errors import InvalidArgument, Unavailable
+from vaner.permissions import warn_if_exposed
 
 log = logging.getLogger("vaner.services")
 
 SERVICE_NAMES = {"kb": "vaner.v1.KnowledgeBase", "retrieval": "vaner.v1.Retrieval", "tagger": "vaner.v1.Tagger"}
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+RPC_THREAD_PREFIX = "rpc"
+EXIT_WAIT_S = 1.0  # after the grace, how long cancelled calls get to notice before the process exits anyway
 _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
@@ -81,6 +89,67 @@ def setup_logging(config: ServeConfig, service: str) -> None:
 
 # ---- building one server ------------------------------------------------------------------------
 @dataclass
+class ServiceParts:
+    """What a service builder hands back: what to close on stop, and probes that raise while a
+    dependency (database, vector store, another service) is unavailable."""
+
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    probes: list[Callable[[], object]] = field(default_factory=list)
+
+
+class DependencyMonitor:
+    """Keeps standard health in step with the dependencies: NOT_SERVING while a probe fails, so a
+    load balancer or Kubernetes stops routing to a KB whose database is gone, SERVING again once
+    it is back. Probes run in their own thread (a remote dependency may take its retry budget to
+    answer), at once and then every ``interval`` seconds (0: only once); no probes, SERVING."""
+
+    def __init__(self, health_servicer: health.HealthServicer, names: tuple[str, ...],
+                 probes: list[Callable[[], object]], interval: float, service: str = ""):
+        self.health = health_servicer
+        self.names = names
+        self.probes = probes
+        self.interval = interval
+        self.service = service
+        self.status: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> bool:
+        failures = []
+        for probe in self.probes:
+            try:
+                probe()
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+                failures.append(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
+        status = health_pb2.HealthCheckResponse.NOT_SERVING if failures else health_pb2.HealthCheckResponse.SERVING
+        if status != self.status:
+            if failures:
+                log.warning("dependency unavailable: %s", "; ".join(failures),
+                            extra={"event": "not_serving", "service": self.service, "reasons": failures})
+            elif self.status is not None:
+                log.info("dependencies available again", extra={"event": "serving", "service": self.service})
+            self.status = status
+        for name in self.names:
+            self.health.set(name, status)
+        return not failures
+
+    def start(self) -> None:
+        if not self.probes:
+            self.check()
+            return
+        self._thread = threading.Thread(target=self._run, name=f"health-{self.service}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.check()
+        while self.interval > 0 and not self._stop.wait(self.interval):
+            self.check()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@dataclass
 class Running:
     """A started service: its server, bound port, health servicer and what to close on stop."""
 
@@ -89,16 +158,57 @@ class Running:
     port: int
     health: health.HealthServicer
     closers: list[Callable[[], None]] = field(default_factory=list)
+    monitor: DependencyMonitor | None = None
+    executor: futures.ThreadPoolExecutor | None = None
+
+    def drain(self, seconds: float = 0.0, interrupted: threading.Event | None = None) -> None:
+        """Report NOT_SERVING (for good) and keep serving for ``seconds``, so that load balancers
+        notice and stop sending before the port closes; ``interrupted`` ends the window early."""
+        if self.monitor is not None:
+            self.monitor.stop()
+        self.health.enter_graceful_shutdown()
+        if seconds > 0:
+            (interrupted or threading.Event()).wait(seconds)
 
     def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, refuse new calls, let in-flight calls finish within ``grace``."""
-        self.health.enter_graceful_shutdown()
+        """Report NOT_SERVING, refuse new calls, let in-flight calls finish within ``grace``, then
+        cancel the rest (their cores see it through ``should_stop`` and stop at the next batch)."""
+        self.drain(0)
         self.server.stop(grace).wait()
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
         for close in self.closers:
             try:
                 close()
             except Exception:  # noqa: BLE001 - shutdown continues
                 log.exception("error while closing %s", self.service)
+
+
+def busy_handler_threads(timeout: float) -> list[threading.Thread]:
+    """Handler threads still running after the server stopped, once they had ``timeout`` seconds
+    to notice their cancellation (idle pool threads exit as soon as the pool shuts down)."""
+    end = time.monotonic() + timeout
+    while True:
+        busy = [t for t in threading.enumerate() if t.name.startswith(f"{RPC_THREAD_PREFIX}_") and t.is_alive()]
+        if not busy or time.monotonic() >= end:
+            return busy
+        busy[0].join(max(min(end - time.monotonic(), 0.05), 0.0))
+
+
+def enable_reflection(server: grpc.Server, service_names: tuple[str, ...]) -> None:
+    """Serve reflection as ``grpc.reflection.v1`` (what current grpcurl, Postman and
+    grpc-js tools ask first) and ``v1alpha`` (older tools). grpcio-reflection ships only v1alpha;
+    v1 is the same protocol with the same messages (field for field) under a new package name, so
+    the v1alpha servicer answers both."""
+    names = (*service_names, reflection.SERVICE_NAME, REFLECTION_V1)
+    reflection.enable_server_reflection(names, server)
+    servicer = reflection.ReflectionServicer(names)
+    v1 = grpc.method_handlers_generic_handler(REFLECTION_V1, {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)})
+    server.add_generic_rpc_handlers((v1,))
 
 
 def server_credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
@@ -110,7 +220,7 @@ def server_credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
 
 
-def build_server(config: ServeConfig) -> grpc.Server:
+def build_server(config: ServeConfig, executor: futures.ThreadPoolExecutor | None = None) -> grpc.Server:
     interceptors: list[grpc.ServerInterceptor] = []
     token = config.security.token()
     if token:
@@ -119,8 +229,10 @@ def build_server(config: ServeConfig) -> grpc.Server:
     options = [("grpc.max_receive_message_length", config.server.max_receive_message_bytes),
                ("grpc.max_send_message_length", config.server.max_send_message_bytes),
                ("grpc.so_reuseport", 0)]
-    return grpc.server(futures.ThreadPoolExecutor(max_workers=config.server.max_workers, thread_name_prefix="rpc"),
-                       interceptors=interceptors, options=options,
+    if executor is None:
+        executor = futures.ThreadPoolExecutor(max_workers=config.server.max_workers,
+                                              thread_name_prefix=RPC_THREAD_PREFIX)
+    return grpc.server(executor, interceptors=interceptors, options=options,
                        maximum_concurrent_rpcs=config.server.max_workers * 16)
 
 
@@ -135,18 +247,23 @@ def client_options_for_siblings(config: ServeConfig) -> dict:
     return opts
 
 
-def _add_kb(server: grpc.Server, config: ServeConfig) -> list[Callable[[], None]]:
+def add_kb(server: grpc.Server, config: ServeConfig, kb: Any = None) -> ServiceParts:
+    """The KB service; ``kb`` replaces the KnowledgeBase built from the config (tests pass one
+    with a small encoder)."""
     from kb_ingest.kb import KnowledgeBase
     from services.kb_servicer import KnowledgeBaseServicer
+    from services.server_files import AllowedRoots
     from vaner.v1 import kb_pb2_grpc
 
-    kb = KnowledgeBase(config.settings())
-    kb_pb2_grpc.add_KnowledgeBaseServicer_to_server(KnowledgeBaseServicer(kb), server)
+    kb = kb if kb is not None else KnowledgeBase(config.settings())
+    servicer = KnowledgeBaseServicer(kb, allowed_roots=AllowedRoots(config.ingest.allowed_roots),
+                                     max_search_queries=config.kb.max_search_queries)
+    kb_pb2_grpc.add_KnowledgeBaseServicer_to_server(servicer, server)
     close = getattr(kb, "close", None)
-    return [close] if close else []
+    return ServiceParts(closers=[close] if close else [], probes=[kb.health])
 
 
-def _add_retrieval(server: grpc.Server, config: ServeConfig) -> list[Callable[[], None]]:
+def _add_retrieval(server: grpc.Server, config: ServeConfig) -> ServiceParts:
     from services.retrieval_servicer import RetrievalServicer
     from vaner.v1 import retrieval_pb2_grpc
 
@@ -156,8 +273,9 @@ def _add_retrieval(server: grpc.Server, config: ServeConfig) -> list[Callable[[]
 
         kb = RemoteKnowledgeBase(KnowledgeBaseClient(config.retrieval.kb_address,
                                                      **client_options_for_siblings(config)))
-    retrieval_pb2_grpc.add_RetrievalServicer_to_server(RetrievalServicer(config.settings(), kb), server)
-    return []
+    servicer = RetrievalServicer(config.settings(), kb)
+    retrieval_pb2_grpc.add_RetrievalServicer_to_server(servicer, server)
+    return ServiceParts(probes=[lambda: servicer.kb.health()])
 
 
 def _add_tagger(server: grpc.Server, config: ServeConfig) -> list[Callable[[], None]]:
@@ -195,6 +313,13 @@ class RemoteKnowledgeBase:
     def get_snapshot(self, ref: str = "latest") -> Any:
         return self.client.get_snapshot(ref)
 
+    def health(self) -> dict[str, str]:
+        """The KB service's own view of its database and vector store (its Health RPC)."""
+        h = self.client.health()
+        if not h.ok:
+            raise Unavailable(f"the KB service is not ready: {h.details.get('error') or h.details}")
+        return dict(h.details)
+
     def search(self, texts=None, *, vectors=None, snapshot="latest", categories=None, k=10):  # noqa: ANN001, ANN201
         return self.client.search(texts, vectors=vectors, snapshot=snapshot, categories=categories, k=k)
 
@@ -212,8 +337,8 @@ class RemoteKnowledgeBase:
         raise FailedPrecondition("random DBR needs direct KB access; run retrieval without retrieval.kb_address")
 
 
-BUILDERS: dict[str, Callable[[grpc.Server, ServeConfig], list[Callable[[], None]]]] = {
-    "kb": _add_kb, "retrieval": _add_retrieval, "tagger": _add_tagger}
+BUILDERS: dict[str, Callable[[grpc.Server, ServeConfig], ServiceParts | list[Callable[[], None]]]] = {
+    "kb": add_kb, "retrieval": _add_retrieval, "tagger": _add_tagger}
 
 
 def start_service(service: str, config: ServeConfig, port: int | None = None,
@@ -221,14 +346,22 @@ def start_service(service: str, config: ServeConfig, port: int | None = None,
     """Build, bind and start one service. ``port`` 0 picks a free port (tests)."""
     if service not in SERVICES:
         raise InvalidArgument(f"unknown service {service!r}; expected one of {', '.join(SERVICES)} or all")
-    server = build_server(config)
+    config.settings().ensure_home()
+    for what, path in (("security.token_file", config.security.token_file),
+                       ("security.tls_key", config.security.tls_key)):
+        if path:
+            warn_if_exposed(path, what)
+    executor = futures.ThreadPoolExecutor(max_workers=config.server.max_workers, thread_name_prefix=RPC_THREAD_PREFIX)
+    server = build_server(config, executor)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     full_name = SERVICE_NAMES[service]
     health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_servicer.set(full_name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    closers = (builders or BUILDERS)[service](server, config)
-    reflection.enable_server_reflection((full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    parts = (builders or BUILDERS)[service](server, config)
+    if not isinstance(parts, ServiceParts):
+        parts = ServiceParts(closers=list(parts))
+    enable_reflection(server, (full_name, health.SERVICE_NAME))
     port = config.server.port(service) if port is None else port
     address = f"{config.server.host}:{port}"
     if ":" in config.server.host and not config.server.host.startswith("["):
@@ -241,25 +374,48 @@ def start_service(service: str, config: ServeConfig, port: int | None = None,
     if bound == 0:
         raise InvalidArgument(f"cannot bind {address} (in use?)")
     server.start()
-    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_servicer.set(full_name, health_pb2.HealthCheckResponse.SERVING)
+    monitor = DependencyMonitor(health_servicer, ("", full_name), parts.probes, config.server.health_check_seconds,
+                                service)
+    monitor.start()
     log.info("serving", extra={"event": "serving", "service": service, "address": f"{config.server.host}:{bound}",
                                 "port": bound, "tls": creds is not None, "auth": bool(config.security.token_file),
                                 "pid": os.getpid(), "version": __version__})
-    return Running(service, server, bound, health_servicer, closers)
+    return Running(service, server, bound, health_servicer, parts.closers, monitor, executor)
 
 
-def serve_one(service: str, config: ServeConfig, port: int | None = None) -> int:
-    """Run one service in the foreground until SIGTERM/SIGINT."""
+def serve_one(service: str, config: ServeConfig, port: int | None = None,
+              builders: dict[str, Callable] | None = None) -> int:
+    """Run one service in the foreground until SIGTERM/SIGINT, then drain and stop (module
+    docstring). A second signal cuts the drain window short; the process is gone within
+    ``drain_seconds + grace_seconds + EXIT_WAIT_S``."""
     setup_logging(config, service)
-    stop = threading.Event()
+    stop, hurry = threading.Event(), threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            hurry.set()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: stop.set())
-    running = start_service(service, config, port)
+        signal.signal(sig, on_signal)
+    running = start_service(service, config, port, builders)
     stop.wait()
-    log.info("shutting down", extra={"event": "stopping", "grace_s": config.server.grace_seconds})
-    running.stop(config.server.grace_seconds)
-    log.info("stopped", extra={"event": "stopped"})
+    began = time.monotonic()
+    server = config.server
+    log.info("draining", extra={"event": "draining", "drain_s": server.drain_seconds, "grace_s": server.grace_seconds})
+    running.drain(server.drain_seconds, hurry)
+    log.info("stopping", extra={"event": "stopping", "grace_s": server.grace_seconds})
+    running.stop(server.grace_seconds)
+    busy = busy_handler_threads(EXIT_WAIT_S)
+    took = round(time.monotonic() - began, 3)
+    if busy:
+        # Python cannot kill a thread; the pool's exit hook would wait for it. The calls were
+        # cancelled and their clients told so: leave without them rather than outlive the grace.
+        log.warning("exiting with %d cancelled call(s) still computing", len(busy),
+                    extra={"event": "stopped", "abandoned": len(busy), "seconds": took})
+        logging.shutdown()
+        os._exit(0)
+    log.info("stopped", extra={"event": "stopped", "seconds": took})
     return 0
 
 
@@ -338,7 +494,7 @@ class Supervisor:
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.config.server.grace_seconds + 10
+        deadline = time.monotonic() + self.config.server.drain_seconds + self.config.server.grace_seconds + 10
         for s, proc in self.procs.items():
             try:
                 proc.wait(timeout=max(deadline - time.monotonic(), 0.1))

@@ -72,6 +72,8 @@ class ServiceProcess:
         self.extra_args = list(extra_args)
         self.env = {**os.environ, "VANER_HOME": str(self.home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                     "TOKENIZERS_PARALLELISM": "false", "VANER_TAGGER_THREADS": os.environ.get("VANER_TAGGER_THREADS", "1"),
+                    # no load balancer to wait for in a test: stop without the NOT_SERVING window
+                    "VANER_SERVER_DRAIN_SECONDS": os.environ.get("VANER_SERVER_DRAIN_SECONDS", "0"),
                     "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
         self.env.pop("VANER_CONFIG", None)
         self.log_path = (log_dir or self.home) / f"{service}-{self.port}.log"

@@ -55,6 +55,12 @@ def register(sub, *, dbr_sentences: DbrSentences | None = None) -> None:  # noqa
         else:
             p.add_argument(flag, default=None, type=_caster(f.default), help=_help(TaggerConfig, name))
     p.add_argument("--lora-targets", default=None, help="comma-separated module names")
+    p.add_argument("--dev-datasets", default=None,
+                   help="comma-separated subset of --datasets whose dev split picks the best model (default: all)")
+    p.add_argument("--mix-weight", action="append", default=[], metavar="NAME=FACTOR",
+                   help="scale one source's sampling probability (repeatable), e.g. bionlp09-gene=0.5")
+    p.add_argument("--instruction", choices=("paper", "compact"), default=None,
+                   help="instruction wording, saved with the model: paper (VANER's) or compact (~6 tokens)")
     for name in ("epochs", "steps_per_epoch", "batch_size", "grad_accum", "lr", "head_lr", "warmup_ratio",
                  "mix_temperature", "dbr_ratio", "dev_max_sentences", "seed", "checkpoint_every", "threads", "device"):
         f = TrainConfig.__dataclass_fields__[name]
@@ -79,6 +85,10 @@ def build_train_config(args: argparse.Namespace, output_dir: str) -> TrainConfig
                                                "lora_alpha", "lora_dropout") if getattr(args, k) is not None}
     if args.quantize_4bit:
         model_kw["quantize_4bit"] = True
+    if getattr(args, "instruction", None):
+        from tagger.instructions import InstructionTemplate
+
+        model_kw["template"] = InstructionTemplate.named(args.instruction)
     if args.lora_targets:
         model_kw["lora_targets"] = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
     types = args.type
@@ -93,8 +103,19 @@ def build_train_config(args: argparse.Namespace, output_dir: str) -> TrainConfig
                                               "warmup_ratio", "mix_temperature", "dbr_ratio", "dev_max_sentences",
                                               "seed", "checkpoint_every", "threads", "device")
                 if getattr(args, k) is not None}
+    weights = []
+    for item in getattr(args, "mix_weight", []) or []:
+        name, sep, factor = item.partition("=")
+        try:
+            weights.append((name.strip(), float(factor)))
+        except ValueError:
+            raise InvalidArgument(f"--mix-weight {item!r}: expected NAME=FACTOR") from None
+        if not sep:
+            raise InvalidArgument(f"--mix-weight {item!r}: expected NAME=FACTOR")
+    if getattr(args, "dev_datasets", None):
+        train_kw["dev_datasets"] = tuple(d.name for d in DATASETS.parse_list(args.dev_datasets))
     return TrainConfig(datasets=datasets, train_files=files, data_dir=args.data_dir, output_dir=output_dir,
-                       model=TaggerConfig(**model_kw), **train_kw)
+                       model=TaggerConfig(**model_kw), mix_weights=tuple(weights), **train_kw)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -66,7 +66,11 @@ class TrainConfig:
     warmup_ratio: float = field(default=0.06, metadata={"help": "linear warm-up share of all steps"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     mix_temperature: float = field(default=0.5, metadata={"help": "dataset sampling prob ~ size**T (1=proportional)"})
+    mix_weights: tuple[tuple[str, float], ...] = field(default=(), metadata={
+        "help": "per-source factors on the mixing probability, e.g. bionlp09-gene=0.5"})
     dbr_ratio: float = field(default=1.0, metadata={"help": "DBR sentences per dataset sentence, at most"})
+    dev_datasets: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "datasets whose dev split selects the best model (default: every trained dataset)"})
     dev_max_sentences: int | None = field(default=300, metadata={"help": "dev sentences per dataset per evaluation"})
     seed: int = field(default=13, metadata={"help": "seed for sampling, dropout and init"})
     checkpoint_every: int = field(default=100, metadata={"help": "optimizer steps between resumable checkpoints"})
@@ -86,6 +90,17 @@ class TrainConfig:
             raise InvalidArgument("warmup_ratio must be in [0, 1)")
         if self.mix_temperature <= 0:
             raise InvalidArgument("mix_temperature must be > 0")
+        weights = tuple((str(n), float(w)) for n, w in (self.mix_weights.items() if isinstance(self.mix_weights, dict)
+                                                            else self.mix_weights))
+        for name, w in weights:
+            if not w > 0:
+                raise InvalidArgument(f"mix weight for {name!r} must be > 0, not {w}")
+        object.__setattr__(self, "mix_weights", weights)
+        if self.dev_datasets is not None:
+            object.__setattr__(self, "dev_datasets", tuple(self.dev_datasets))
+            unknown = [d for d in self.dev_datasets if d not in self.datasets]
+            if unknown or not self.dev_datasets:
+                raise InvalidArgument(f"dev_datasets must be a non-empty subset of datasets; not trained: {unknown}")
         if isinstance(self.model, dict):
             object.__setattr__(self, "model", TaggerConfig.from_dict(self.model))
         object.__setattr__(self, "datasets", tuple(self.datasets))

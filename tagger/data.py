@@ -11,6 +11,7 @@ from vaner.corpus import (  # noqa: F401 - re-exported
     DatasetInfo,
     DatasetRegistry,
     Sentence,
+    benchmark_eval_texts,
     default_data_dir,
     load_dataset,
     read_conll,

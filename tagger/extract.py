@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tagger.decoding import DECODINGS, decode_ids
 from tagger.formats import Document, DocumentEntities, Entity, document_sentences
 from tagger.model import VanerTagger, WordQuery
 from vaner.categories import Category
@@ -102,9 +103,13 @@ def resolve_overlaps(entities: Sequence[Entity], policy: str = "best") -> list[E
 
 class Extractor:
     def __init__(self, tagger: VanerTagger, batch_size: int = 32, overlap: str = "best",
-                 link: LinkFn | None = None, model_id: str | None = None, chunk_queries: int = 512):
+                 link: LinkFn | None = None, model_id: str | None = None, chunk_queries: int = 512,
+                 decoding: str = "viterbi"):
         if batch_size < 1:
             raise InvalidArgument("batch_size must be >= 1")
+        if decoding not in DECODINGS:
+            raise InvalidArgument(f"unknown decoding {decoding!r}; expected one of {', '.join(DECODINGS)}")
+        self.decoding = decoding
         resolve_overlaps([], overlap)  # validates the name
         self.batch_size = batch_size
         self.overlap = overlap
@@ -160,7 +165,7 @@ class Extractor:
         found: list[list[Entity]] = [[] for _ in documents]
         for (di, si, cat), p in zip(index, probs, strict=True):
             tokens = per_doc_sents[di][si].tokens
-            ids = p.argmax(-1)
+            ids = decode_ids(p, self.decoding)
             tags = [TAGS[int(k)] for k in ids]
             picked = p[np.arange(len(ids)), ids]
             text = documents[di].text

@@ -16,17 +16,19 @@ from collections.abc import Sequence
 from vaner.corpus import Sentence
 
 
-def source_weights(sizes: Sequence[int], temperature: float) -> list[float]:
-    raw = [s ** temperature if s > 0 else 0.0 for s in sizes]
+def source_weights(sizes: Sequence[int], temperature: float, factors: Sequence[float] | None = None) -> list[float]:
+    factors = factors or [1.0] * len(sizes)
+    raw = [f * s ** temperature if s > 0 else 0.0 for s, f in zip(sizes, factors, strict=True)]
     total = sum(raw)
     return [r / total for r in raw] if total else raw
 
 
 def epoch_plan(sources: Sequence[Sequence[Sentence]], n_sentences: int, temperature: float, seed: int,
-               epoch: int) -> list[Sentence]:
-    """Draw ``n_sentences`` sentences for one epoch from the sources."""
+               epoch: int, factors: Sequence[float] | None = None) -> list[Sentence]:
+    """Draw ``n_sentences`` sentences for one epoch from the sources (``factors`` scale each
+    source's probability, e.g. to keep extra corpora from crowding out the benchmark sets)."""
     rng = random.Random(f"{seed}:{epoch}:plan")
-    weights = source_weights([len(s) for s in sources], temperature)
+    weights = source_weights([len(s) for s in sources], temperature, factors)
     perms: list[list[int]] = []
     cursors: list[int] = []
     for i, src in enumerate(sources):

@@ -22,6 +22,7 @@ from torch import nn
 from tagger.backbone import resolve_backbone
 from tagger.config import TaggerConfig
 from tagger.data import TAGS
+from tagger.decoding import decode_tags
 from tagger.encoding import IGNORE_INDEX, EncodedInput, InputEncoder
 from vaner.categories import Category
 from vaner.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -230,5 +231,7 @@ class VanerTagger(nn.Module):
         self.train(was_training)
         return results
 
-    def predict_tags(self, queries: Sequence[WordQuery], batch_size: int = 32) -> list[list[str]]:
-        return [[TAGS[int(k)] for k in p.argmax(-1)] for p in self.predict_proba(queries, batch_size)]
+    def predict_tags(self, queries: Sequence[WordQuery], batch_size: int = 32,
+                     decoding: str = "viterbi") -> list[list[str]]:
+        """O/B/I per word; ``viterbi`` never lets an I start an entity (tagger/decoding.py)."""
+        return [decode_tags(p, decoding) for p in self.predict_proba(queries, batch_size)]

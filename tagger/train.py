@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from tagger.config import TrainConfig
-from tagger.data import Sentence, load_dataset, read_conll
+from tagger.data import DATASETS, Sentence, benchmark_eval_texts, load_dataset, read_conll
 from tagger.metrics import entity_prf
 from tagger.mixing import epoch_plan, length_bucketed_batches
 from tagger.model import VanerTagger, WordQuery
@@ -67,9 +67,23 @@ def load_training_data(config: TrainConfig, extra_sentences: Sequence[Sentence] 
     sources: list[list[Sentence]] = []
     names: list[str] = []
     dev: dict[str, list[Sentence]] = {}
+    held_out_texts: set[tuple[str, ...]] | None = None
     for name in config.datasets:
-        sources.append(load_dataset(name, "train", config.data_dir))
+        train_split = load_dataset(name, "train", config.data_dir)
+        if not DATASETS.get(name).benchmark:
+            # extra corpora share PubMed abstracts with the benchmark sets (e.g. BioNLP09 and
+            # JNLPBA's test split): never train on a sentence that a benchmark evaluates
+            if held_out_texts is None:
+                held_out_texts = benchmark_eval_texts(config.data_dir)
+            kept = [s for s in train_split if s.words not in held_out_texts]
+            if len(kept) < len(train_split):
+                log.info("%s: dropped %d training sentences that occur in a benchmark dev/test split",
+                         name, len(train_split) - len(kept))
+            train_split = kept
+        sources.append(train_split)
         names.append(name)
+        if config.dev_datasets is not None and name not in config.dev_datasets:
+            continue
         dev[name] = _sample(load_dataset(name, "dev", config.data_dir), config.dev_max_sentences, config.seed)
     for path, category in config.train_files:
         sents = read_conll(path, Category.parse(category), dataset=None)
@@ -220,7 +234,8 @@ def train(config: TrainConfig, *, extra_sentences: Sequence[Sentence] = (), prog
         _atomic_replace(tmp, ckpt)
 
     for epoch in range(start_epoch, config.epochs):
-        plan = epoch_plan(data.sources, steps_per_epoch * per_step, config.mix_temperature, config.seed, epoch)
+        factors = [dict(config.mix_weights).get(n, 1.0) for n in data.source_names]
+        plan = epoch_plan(data.sources, steps_per_epoch * per_step, config.mix_temperature, config.seed, epoch, factors)
         encoded = [model.encoder.encode(s.words, s.category, s.dataset, s.tags) for s in plan]
         batches = length_bucketed_batches([len(e.input_ids) for e in encoded], config.batch_size, config.seed, epoch)
         first = start_step if epoch == start_epoch else 0

@@ -57,7 +57,8 @@ def stack(tmp_path_factory, tiny_backbone):
     first = register_model(home, make_tiny_model(tiny_backbone, root / "first"))
     base = _consecutive_free_ports()
     env = {**os.environ, "VANER_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "VANER_SERVER_LOG_FORMAT": "json", "VANER_SERVER_GRACE_SECONDS": "5"}
+           "TOKENIZERS_PARALLELISM": "false", "VANER_SERVER_LOG_FORMAT": "json", "VANER_SERVER_GRACE_SECONDS": "5",
+           "VANER_SERVER_DRAIN_SECONDS": "0.5", "VANER_INGEST_ALLOWED_ROOTS": str(root)}
     env.pop("VANER_CONFIG", None)
     log = open(root / "stack.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "vaner.cli", "serve", "all", "--port", str(base)], env=env,

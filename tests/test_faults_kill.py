@@ -36,7 +36,7 @@ def world(tmp_path_factory, tiny_backbone):
     synth_umls(big, 60_000, seed=1)
     rrf = root / "rrf"
     shutil.copytree(FIXTURE, rrf)
-    kb = ServiceProcess("kb", home, log_dir=root).start(timeout=START)
+    kb = ServiceProcess("kb", home, log_dir=root, env={"VANER_INGEST_ALLOWED_ROOTS": str(root)}).start(timeout=START)
     with KnowledgeBaseClient(kb.address) as client:
         snap = client.ingest(mrconso=str(rrf / "MRCONSO.RRF"))
     yield {"root": root, "home": home, "model": model, "snap": snap, "kb": kb, "big": big,

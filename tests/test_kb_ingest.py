@@ -75,8 +75,14 @@ def test_search_contract(kb):
     assert {h.cui for h in species} == {"C0025914", "C0086418", "C0021641", "C0376571"}
     vec = ENC.encode(["BRCA1"])
     assert kb.search(vectors=vec, k=1)[0][0].name == "BRCA1"
-    with pytest.raises(FailedPrecondition, match="384|32-d"):
+    with pytest.raises(InvalidArgument, match="384|32-d"):  # the caller's vector, not the system's state
         kb.search(vectors=np.ones((1, 5), dtype=np.float32))
+    bad = np.vstack([vec, np.full_like(vec, np.nan)])
+    with pytest.raises(InvalidArgument, match=r"vectors\[1\] holds NaN"):
+        kb.search(vectors=bad)
+    assert kb.search(vectors=np.zeros_like(vec)) == [[]]  # a zero vector points nowhere: no hits
+    by_concept = kb.search(["Diabetes Mellitus"], k=3, one_per_concept=True)[0]
+    assert [h.cui for h in by_concept][:1] == ["C0011849"] and len({h.cui for h in by_concept}) == 3
     with pytest.raises(InvalidArgument):
         kb.search(["x"], k=0)
     with pytest.raises(InvalidArgument):
@@ -237,7 +243,7 @@ KILL_SCRIPT = textwrap.dedent("""
     enc.encode = encode
     ingest.ENCODE_BATCH = 50
     import kb_ingest.kb as kbm
-    kbm.BatchWriter.__init__.__defaults__ = (0, 50, None)
+    kbm.BatchWriter.__init__.__defaults__ = (0, 50, None, None)
     kb = KnowledgeBase(Settings(home=Path(sys.argv[1])), encoder_loader=lambda name: enc)
     kb.ingest_umls(Path(sys.argv[2]))
 """)

@@ -12,8 +12,9 @@ import pytest
 from kb_ingest.kb import KnowledgeBase
 from kb_ingest.testing import hash_encoder
 from services.kb_servicer import KnowledgeBaseServicer
+from services.server_files import AllowedRoots
 from vaner.categories import Category
-from vaner.errors import FailedPrecondition, InvalidArgument, NotFound
+from vaner.errors import Cancelled, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 from vaner.settings import Settings
 from vaner.v1 import common_pb2, kb_pb2, kb_pb2_grpc
 
@@ -32,7 +33,7 @@ class FakeContext:
 @pytest.fixture()
 def servicer(tmp_path):
     kb = KnowledgeBase(Settings(home=tmp_path / "home"), encoder_loader=lambda name: ENC)
-    yield KnowledgeBaseServicer(kb)
+    yield KnowledgeBaseServicer(kb, allowed_roots=AllowedRoots([FIX]), max_search_queries=50)
     kb.close()
 
 
@@ -63,7 +64,6 @@ def test_list_get_search_health(servicer):
     resp = servicer.Search(kb_pb2.SearchRequest(vectors=[kb_pb2.Vector(values=vec)], k=1,
                                                 categories=[common_pb2.GENE]), FakeContext())
     assert resp.results[0].hits[0].cui == "C0021641"
-    assert servicer.Search(kb_pb2.SearchRequest(), FakeContext()).results == []
     health = servicer.Health(kb_pb2.HealthRequest(), FakeContext())
     assert health.ok and health.service == "kb" and health.details["latest_snapshot"] == snaps[0].id
 
@@ -75,7 +75,10 @@ def test_validation_raises_domain_errors(servicer):
         list(servicer.Ingest(kb_pb2.IngestRequest(umls=kb_pb2.UmlsSource()), FakeContext()))
     with pytest.raises(InvalidArgument, match="category is required"):
         list(servicer.Ingest(kb_pb2.IngestRequest(dataset=kb_pb2.DatasetSource(paths=["x"])), FakeContext()))
-    with pytest.raises(NotFound, match="no such file"):
+    with pytest.raises(NotFound, match="no such file"):  # inside the roots, a missing file may say so
+        list(servicer.Ingest(kb_pb2.IngestRequest(umls=kb_pb2.UmlsSource(mrconso_path=str(FIX / "no.RRF"))),
+                             FakeContext()))
+    with pytest.raises(PermissionDenied, match="outside the server's ingest.allowed_roots"):
         list(servicer.Ingest(kb_pb2.IngestRequest(umls=kb_pb2.UmlsSource(mrconso_path="/no/MRCONSO.RRF")),
                              FakeContext()))
     with pytest.raises(NotFound):
@@ -83,17 +86,30 @@ def test_validation_raises_domain_errors(servicer):
     list(servicer.Ingest(umls_request(), FakeContext()))
     with pytest.raises(InvalidArgument, match="not both"):
         servicer.Search(kb_pb2.SearchRequest(texts=["a"], vectors=[kb_pb2.Vector(values=[1.0])]), FakeContext())
-    with pytest.raises(FailedPrecondition, match="32-d"):
+    with pytest.raises(InvalidArgument, match="32-d"):
         servicer.Search(kb_pb2.SearchRequest(vectors=[kb_pb2.Vector(values=[1.0, 2.0])]), FakeContext())
+    with pytest.raises(InvalidArgument, match="at least one text or vector"):
+        servicer.Search(kb_pb2.SearchRequest(), FakeContext())
+    nan = [0.1] * 31 + [float("nan")]
+    with pytest.raises(InvalidArgument, match=r"vectors\[1\] holds NaN or infinite"):
+        servicer.Search(kb_pb2.SearchRequest(vectors=[kb_pb2.Vector(values=[0.1] * 32), kb_pb2.Vector(values=nan)]),
+                        FakeContext())
+    with pytest.raises(InvalidArgument, match="NaN or infinite"):
+        servicer.Search(kb_pb2.SearchRequest(vectors=[kb_pb2.Vector(values=[float("inf")] + [0.0] * 31)]),
+                        FakeContext())
+    with pytest.raises(ResourceExhausted, match="51 texts in one call; the limit is 50"):
+        servicer.Search(kb_pb2.SearchRequest(texts=["aspirin"] * 51), FakeContext())
 
 
 def test_cancelled_client_fails_the_ingest_cleanly(servicer):
     list(servicer.Ingest(umls_request(), FakeContext()))
-    with pytest.raises(Exception, match="cancelled"):
+    with pytest.raises(Cancelled, match="cancelled"):
         list(servicer.Ingest(umls_request(), FakeContext(active=False)))
     kb = servicer.kb
     assert [s.status for s in kb.snapshots()] == ["complete", "failed"]
     assert kb.get_snapshot().status == "complete"
+    with pytest.raises(Cancelled, match="search cancelled"):  # a search stops before its next batch too
+        servicer.Search(kb_pb2.SearchRequest(texts=["aspirin"]), FakeContext(active=False))
 
 
 def test_real_port_with_interceptor(servicer):
@@ -116,10 +132,23 @@ def test_real_port_with_interceptor(servicer):
             with pytest.raises(grpc.RpcError) as err:
                 list(stub.Ingest(kb_pb2.IngestRequest(umls=kb_pb2.UmlsSource(mrconso_path="/nope/MRCONSO.RRF")),
                                  timeout=30))
-            assert err.value.code() == grpc.StatusCode.NOT_FOUND and "no such file" in err.value.details()
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "allowed_roots" in err.value.details()
             with pytest.raises(grpc.RpcError) as err:
                 stub.Search(kb_pb2.SearchRequest(vectors=[kb_pb2.Vector(values=[1.0])]), timeout=30)
-            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert stub.Health(kb_pb2.HealthRequest(), timeout=30).ok
     finally:
         server.stop(None)
+
+
+def test_search_returns_each_concept_once_unless_terms_are_asked_for(servicer):
+    list(servicer.Ingest(umls_request(), FakeContext()))
+    by_concept = servicer.Search(kb_pb2.SearchRequest(texts=["Insulin"], k=7), FakeContext()).results[0].hits
+    cuis = [h.cui for h in by_concept]
+    assert len(cuis) == 7 and len(set(cuis)) == 7  # all seven concepts, no concept twice
+    assert by_concept[0].cui == "C0021641" and by_concept[0].name == "Insulin"  # its best term
+    assert [h.score for h in by_concept] == sorted((h.score for h in by_concept), reverse=True)
+    by_term = servicer.Search(kb_pb2.SearchRequest(texts=["Insulin"], k=7, per_term=True), FakeContext()).results[0]
+    term_cuis = [h.cui for h in by_term.hits]
+    assert len(term_cuis) == 7 and len(set(term_cuis)) < 7  # terms: synonyms of one concept repeat it
+    assert term_cuis[:2] == ["C0021641", "C0021641"]

@@ -51,3 +51,18 @@ def test_link_spans_per_span_categories():
         link_spans(kb, ["a", "b"], categories=[Category.GENE])
     shared = link_spans(kb, ["aspirin"], shared_categories=[Category.CHEMICAL])
     assert shared[0][0].cui == "C9"
+
+
+def test_retrieve_stops_between_batches_when_asked():
+    from vaner.errors import Cancelled
+
+    kb = FakeKB()
+    asked = []
+
+    def should_stop() -> bool:
+        asked.append(1)
+        return len(asked) > 1  # the caller goes away after the first batch
+
+    with pytest.raises(Cancelled, match="retrieve cancelled"):
+        Retriever(kb, k=3, batch_size=1).retrieve(["cancer", "aspirin", "BRCA1"], should_stop=should_stop)
+    assert kb.search_calls == 1

@@ -99,3 +99,42 @@ def test_cli_flags_override(tmp_path, monkeypatch):
     assert cfg.tagger.model == "m-2"
     with pytest.raises(InvalidArgument, match="refusing"):
         config_from_args(parser.parse_args(["serve", "tagger", "--host", "0.0.0.0"]))
+
+
+def test_kb_ingest_and_shutdown_sections(tmp_path):
+    cfg = ServeConfig.load(None, env={})
+    assert cfg.ingest.allowed_roots == () and cfg.kb.max_search_queries == 1024  # refuse every path by default
+    assert cfg.server.drain_seconds == 5.0 and cfg.server.health_check_seconds == 5.0
+    f = tmp_path / "vaner.toml"
+    f.write_text('[ingest]\nallowed_roots = ["/data/umls", "/data/conll"]\n[kb]\nmax_search_queries = 64\n'
+                 '[server]\ndrain_seconds = 2.5\n')
+    cfg = ServeConfig.load(f, env={})
+    assert cfg.ingest.allowed_roots == ("/data/umls", "/data/conll") and cfg.kb.max_search_queries == 64
+    assert cfg.server.drain_seconds == 2.5
+    again = ServeConfig.from_dict(__import__("tomllib").loads(cfg.to_toml()), env={})
+    assert again.ingest == cfg.ingest and again.kb == cfg.kb and again.server == cfg.server
+    env = ServeConfig.load(None, env={"VANER_INGEST_ALLOWED_ROOTS": "/a:/b", "VANER_KB_MAX_SEARCH_QUERIES": "8"})
+    assert env.ingest.allowed_roots == ("/a", "/b") and env.kb.max_search_queries == 8
+    for bad, needle in (({"ingest": {"allowed_roots": ["data"]}}, "not an absolute path"),
+                        ({"ingest": {"allowed_roots": "/data"}}, None),
+                        ({"ingest": {"allowed_roots": [1]}}, "not a list of strings"),
+                        ({"kb": {"max_search_queries": 0}}, ">= 1"),
+                        ({"server": {"drain_seconds": -1}}, "drain_seconds must be >= 0")):
+        if needle is None:  # one string is one root (as in the environment)
+            assert ServeConfig.from_dict(bad, env={}).ingest.allowed_roots == ("/data",)
+            continue
+        with pytest.raises(InvalidArgument, match=needle):
+            ServeConfig.from_dict(bad, env={})
+
+
+def test_cli_ingest_roots_and_drain(monkeypatch):
+    import argparse
+
+    from services.cli import config_from_args, register
+
+    monkeypatch.delenv("VANER_CONFIG", raising=False)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    cfg = config_from_args(parser.parse_args(["serve", "kb", "--ingest-root", "/data/umls", "--ingest-root", "/x",
+                                              "--drain-seconds", "0"]))
+    assert cfg.ingest.allowed_roots == ("/data/umls", "/x") and cfg.server.drain_seconds == 0.0

@@ -207,3 +207,12 @@ def load_dataset(name: str, split: str, data_dir: str | Path | None = None) -> l
         root = root.parent / info.collection
     path = root / info.directory / f"{split}.tsv"
     return read_conll(path, info.category, info.name)
+
+
+def benchmark_eval_texts(data_dir: str | Path | None = None) -> set[tuple[str, ...]]:
+    """Word sequences of every benchmark dev and test sentence (for decontaminating extra corpora)."""
+    out: set[tuple[str, ...]] = set()
+    for name in DATASETS.names("bioner"):
+        for split in ("dev", "test"):
+            out.update(s.words for s in load_dataset(name, split, data_dir))
+    return out

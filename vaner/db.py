@@ -1,12 +1,14 @@
 """One SQLAlchemy engine per URL, shared by the snapshot store and the model registry.
 
-SQLite gets WAL and a busy timeout so a CLI ingest and a running service can share the file;
-an unreachable server becomes :class:`Unavailable` with the URL (password masked) in the message.
+SQLite gets WAL and a busy timeout so a CLI ingest and a running service can share the file, and
+a database file vaner creates is 0600 (SQLite gives its -wal and -shm files the same mode); an
+unreachable server becomes :class:`Unavailable` with the URL (password masked) in the message.
 """
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -15,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
 from vaner.errors import Unavailable
+from vaner.permissions import create_private_file
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -33,6 +36,9 @@ def get_engine(url: str) -> Engine:
         engine = _engines.get(url)
         if engine is None:
             if url.startswith("sqlite"):
+                database = make_url(url).database
+                if database and database != ":memory:" and not database.startswith("file:"):
+                    create_private_file(Path(database))
                 engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:

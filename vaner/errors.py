@@ -67,6 +67,20 @@ class Unauthenticated(VanerError):
     exit_code = 7
 
 
+class PermissionDenied(VanerError):
+    """The caller may not do this here, e.g. ingest a server path outside ``ingest.allowed_roots``."""
+
+    code = "PERMISSION_DENIED"
+    exit_code = 8
+
+
+class Cancelled(VanerError):
+    """The caller went away or its deadline passed, so long work stopped part-way."""
+
+    code = "CANCELLED"
+    exit_code = 130
+
+
 class DeadlineExceeded(VanerError):
     """The caller's deadline passed before the work finished."""
 
@@ -74,22 +88,15 @@ class DeadlineExceeded(VanerError):
     exit_code = 6
 
 
-class Cancelled(VanerError):
-    """The caller went away (a client disconnected mid-stream)."""
-
-    code = "CANCELLED"
-    exit_code = 130
-
-
 class ServiceError(VanerError):
-    """A status from another service with no closer domain error (INTERNAL, PERMISSION_DENIED...);
+    """A status from another service with no closer domain error (INTERNAL, UNIMPLEMENTED...);
     ``code`` is set to that status's name."""
 
 
 # Status code name -> the domain error a remote service raised; the reverse of each class's ``code``.
 _BY_STATUS: dict[str, type[VanerError]] = {
     cls.code: cls for cls in (InvalidArgument, NotFound, FailedPrecondition, AlreadyRunning, Unavailable,
-                              ResourceExhausted, Unauthenticated, DeadlineExceeded, Cancelled)}
+                              ResourceExhausted, Unauthenticated, PermissionDenied, Cancelled, DeadlineExceeded)}
 
 
 def error_for_status(code: str, message: str) -> VanerError:

@@ -70,7 +70,14 @@ class Settings:
     def locks_dir(self) -> Path:
         return self.home / "locks"
 
+    def ensure_home(self) -> Path:
+        """The state directory, created 0700 when vaner creates it (see vaner/permissions.py)."""
+        from vaner.permissions import make_private_dir
+
+        return make_private_dir(self.home)
+
     def ensure(self) -> Settings:
-        for d in (self.home, self.models_dir, self.dbr_dir, self.locks_dir):
+        self.ensure_home()
+        for d in (self.models_dir, self.dbr_dir, self.locks_dir):
             d.mkdir(parents=True, exist_ok=True)
         return self
