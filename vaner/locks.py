@@ -1,4 +1,4 @@
-"""The one file lock: ``$VANER_HOME/locks/<name>.lock``, held with ``fcntl.flock``.
+"""The one file lock, held with ``fcntl.flock``; named locks live in ``$VANER_HOME/locks/<name>.lock``.
 
 Why flock on a file in the state directory: a CLI run and a service on the same machine (or two
 containers sharing the volume) must see each other's lock, and the kernel drops a flock when its
@@ -11,7 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,13 +20,11 @@ from vaner.settings import Settings
 
 
 @contextmanager
-def exclusive_lock(settings: Settings, name: str, *, label: str | None = None, doing: str = "",
-                   wait: bool = False) -> Iterator[Path]:
-    """Hold ``locks_dir/<name>.lock``; with ``wait`` block until it is free, otherwise raise
-    :class:`AlreadyRunning` naming the holder. ``label`` names the job in that message (default
-    ``name``) and ``doing`` what the refused caller wanted to do."""
-    settings.locks_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.locks_dir / f"{name}.lock"
+def file_lock(path: Path, *, label: str = "job", doing: str = "", wait: bool = False) -> Iterator[Path]:
+    """Hold ``path`` exclusively; with ``wait`` block until it is free, otherwise raise
+    :class:`AlreadyRunning` naming the holder. ``label`` names the job in that message and
+    ``doing`` what the refused caller wanted to do."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -34,7 +32,7 @@ def exclusive_lock(settings: Settings, name: str, *, label: str | None = None, d
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
             prefix = f"{doing}: " if doing else ""
-            raise AlreadyRunning(f"{prefix}a {label or name} is already running ({holder}); wait for it to finish "
+            raise AlreadyRunning(f"{prefix}a {label} is already running ({holder}); wait for it to finish "
                                  f"or stop that process (lock: {path})") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {datetime.now(timezone.utc).isoformat(timespec='seconds')}"
@@ -46,3 +44,9 @@ def exclusive_lock(settings: Settings, name: str, *, label: str | None = None, d
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def exclusive_lock(settings: Settings, name: str, *, label: str | None = None, doing: str = "",
+                   wait: bool = False) -> AbstractContextManager[Path]:
+    """:func:`file_lock` on ``locks_dir/<name>.lock``, the state directory's named locks."""
+    return file_lock(settings.locks_dir / f"{name}.lock", label=label or name, doing=doing, wait=wait)
