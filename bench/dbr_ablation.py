@@ -53,10 +53,10 @@ def main(argv=None) -> int:
     from kb_ingest.kb import KnowledgeBase
     from retrieval.dbr import DbrBuilder, DbrParams
     from tagger.config import TaggerConfig, TrainConfig
-    from tagger.data import load_dataset
     from tagger.evaluate import evaluate
     from tagger.model import VanerTagger
     from tagger.train import _sample, train
+    from vaner.corpus import load_dataset
     from vaner.settings import Settings
 
     settings = Settings(home=Path(args.home)).ensure()

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from retrieval.dbr import DbrBuilder, DbrParams  # noqa: E402
-from tagger.data import DATASETS, default_data_dir  # noqa: E402
+from vaner.corpus import DATASETS, default_data_dir  # noqa: E402
 from vaner.settings import Settings  # noqa: E402
 
 

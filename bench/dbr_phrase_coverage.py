@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from retrieval.phrases import MinerConfig, PhraseMiner, _is_content, chunks  # noqa: E402
-from tagger.data import DATASETS, load_dataset  # noqa: E402
+from vaner.corpus import DATASETS, load_dataset  # noqa: E402
 
 _ALNUM = re.compile(r"[A-Za-z0-9]")
 

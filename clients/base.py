@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,27 +22,13 @@ import grpc
 
 from vaner import errors as E
 
-_BY_CODE: dict[str, type[E.VanerError]] = {
-    "INVALID_ARGUMENT": E.InvalidArgument, "NOT_FOUND": E.NotFound, "FAILED_PRECONDITION": E.FailedPrecondition,
-    "ABORTED": E.AlreadyRunning, "UNAVAILABLE": E.Unavailable, "RESOURCE_EXHAUSTED": E.ResourceExhausted,
-    "UNAUTHENTICATED": E.Unauthenticated,
-}
-
-
-class ServiceError(E.VanerError):
-    """A status with no closer domain error (INTERNAL, DEADLINE_EXCEEDED, PERMISSION_DENIED...)."""
+ServiceError = E.ServiceError  # re-exported: a status with no closer domain error
 
 
 def remote_error(exc: grpc.RpcError, service: str, address: str) -> E.VanerError:
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN  # type: ignore[union-attr]
     details = (exc.details() if hasattr(exc, "details") else str(exc)) or code.name  # type: ignore[union-attr]
-    message = f"{service} service at {address}: {details}"
-    klass = _BY_CODE.get(code.name)
-    if klass is None:
-        err: E.VanerError = ServiceError(message)
-        err.code = code.name
-    else:
-        err = klass(message)
+    err = E.error_for_status(code.name, f"{service} service at {address}: {details}")
     err.status = code  # type: ignore[attr-defined]
     return err
 
@@ -76,6 +62,16 @@ class ClientOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_message_bytes: int = 64 * 1024 * 1024
 
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> ClientOptions:
+        """Options where ``VANER_CLIENT_TOKEN_FILE`` and ``VANER_CLIENT_TLS_CA`` fill what is not
+        given (None), so tools that only take an address (``vaner extract --remote``, ``vaner
+        retrain --tagger-address``) reach a secured stack."""
+        for key, env in (("token_file", "VANER_CLIENT_TOKEN_FILE"), ("tls_ca", "VANER_CLIENT_TLS_CA")):
+            if kwargs.get(key) is None and os.environ.get(env):
+                kwargs[key] = os.environ[env]
+        return cls(**{k: v for k, v in kwargs.items() if v is not None})
+
     def bearer(self) -> str | None:
         if self.token:
             return self.token
@@ -84,7 +80,9 @@ class ClientOptions:
         return None
 
 
-DEFAULT_DEADLINES = {"default": 30.0, "Extract": 120.0, "ExtractStream": 3600.0, "Retrain": 24 * 3600.0,
+# Seconds per RPC when neither the call nor the options say; also the defaults of a stack's
+# ``[deadlines]`` table (services/config.py), so clients and servers agree.
+DEFAULT_DEADLINES: dict[str, float] = {"default": 30.0, "Extract": 120.0, "ExtractStream": 3600.0, "Retrain": 24 * 3600.0,
                      "Ingest": 24 * 3600.0, "BuildDbrSamples": 6 * 3600.0, "LoadModel": 300.0, "Search": 60.0,
                      "Retrieve": 120.0}
 
@@ -94,13 +92,7 @@ class BaseClient:
 
     def __init__(self, address: str, options: ClientOptions | None = None, **kwargs: Any):
         self.address = address
-        if options is None:
-            # Environment defaults let tools that only take an address (``vaner extract --remote``)
-            # reach a secured stack: VANER_CLIENT_TOKEN_FILE, VANER_CLIENT_TLS_CA.
-            for key, env in (("token_file", "VANER_CLIENT_TOKEN_FILE"), ("tls_ca", "VANER_CLIENT_TLS_CA")):
-                if key not in kwargs and os.environ.get(env):
-                    kwargs[key] = os.environ[env]
-        self.options = options or ClientOptions(**kwargs)
+        self.options = options or ClientOptions.from_env(**kwargs)
         o = self.options
         chan_opts = [("grpc.max_receive_message_length", o.max_message_bytes),
                      ("grpc.max_send_message_length", o.max_message_bytes)]
@@ -164,6 +156,20 @@ class BaseClient:
                 if delay is None or time.monotonic() + delay >= end:
                     raise self._error(exc) from None
                 time.sleep(delay)
+
+    def _outcome(self, events: Iterable[Any], result_type: type, rpc: str,
+                 on_progress: Callable[[Any], None] | None) -> Any:
+        """Run a progress-then-result stream to its end: progress goes to ``on_progress``, the one
+        ``result_type`` item is returned; a stream that ends without it is Unavailable."""
+        result = None
+        for ev in events:
+            if isinstance(ev, result_type):
+                result = ev
+            elif on_progress is not None:
+                on_progress(ev)
+        if result is None:
+            raise E.Unavailable(f"{self.service} service at {self.address} ended {rpc} without a result")
+        return result
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Block until the channel connects (a service just started); Unavailable otherwise."""

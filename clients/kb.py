@@ -12,7 +12,6 @@ from collections.abc import Iterator, Sequence
 from clients.base import BaseClient
 from clients.types import Concept, Health, Progress, Snapshot
 from vaner.categories import Category
-from vaner.errors import Unavailable
 from vaner.progress_proto import progress_from_proto
 from vaner.v1 import kb_pb2, kb_pb2_grpc
 
@@ -48,15 +47,7 @@ class KnowledgeBaseClient(BaseClient):
                 yield progress_from_proto(ev.progress)
 
     def ingest(self, on_progress=None, **kwargs) -> Snapshot:  # noqa: ANN001, ANN003
-        snap = None
-        for ev in self.ingest_events(**kwargs):
-            if isinstance(ev, Snapshot):
-                snap = ev
-            elif on_progress is not None:
-                on_progress(ev)
-        if snap is None:
-            raise Unavailable(f"kb service at {self.address} ended Ingest without a snapshot")
-        return snap
+        return self._outcome(self.ingest_events(**kwargs), Snapshot, "Ingest", on_progress)
 
     def list_snapshots(self, timeout: float | None = None) -> list[Snapshot]:
         resp = self._unary(self.stub.ListSnapshots, kb_pb2.ListSnapshotsRequest(), "ListSnapshots", timeout)

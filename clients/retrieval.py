@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from clients.base import BaseClient
 from clients.types import Concept, DbrSet, Health, Progress
 from vaner.categories import Category
-from vaner.errors import InvalidArgument, Unavailable
+from vaner.errors import InvalidArgument
 from vaner.progress_proto import progress_from_proto
 from vaner.v1 import kb_pb2, retrieval_pb2, retrieval_pb2_grpc
 
@@ -48,15 +48,7 @@ class RetrievalClient(BaseClient):
                 yield progress_from_proto(ev.progress)
 
     def build_dbr(self, datasets: Sequence[str], on_progress=None, **kwargs) -> DbrSet:  # noqa: ANN001, ANN003
-        result = None
-        for ev in self.build_dbr_events(datasets, **kwargs):
-            if isinstance(ev, DbrSet):
-                result = ev
-            elif on_progress is not None:
-                on_progress(ev)
-        if result is None:
-            raise Unavailable(f"retrieval service at {self.address} ended BuildDbrSamples without a result")
-        return result
+        return self._outcome(self.build_dbr_events(datasets, **kwargs), DbrSet, "BuildDbrSamples", on_progress)
 
     def health(self, timeout: float | None = None) -> Health:
         return Health.from_proto(self._unary(self.stub.Health, kb_pb2.HealthRequest(), "Health", timeout))

@@ -83,17 +83,7 @@ class TaggerClient(BaseClient):
 
     def retrain(self, *args, on_progress=None, **kwargs) -> RetrainResult:  # noqa: ANN001, ANN002, ANN003
         """Run a retrain to completion; ``on_progress`` sees each :class:`Progress`."""
-        result = None
-        for ev in self.retrain_events(*args, **kwargs):
-            if isinstance(ev, RetrainResult):
-                result = ev
-            elif on_progress is not None:
-                on_progress(ev)
-        if result is None:
-            from vaner.errors import Unavailable
-
-            raise Unavailable(f"tagger service at {self.address} ended Retrain without a result")
-        return result
+        return self._outcome(self.retrain_events(*args, **kwargs), RetrainResult, "Retrain", on_progress)
 
     def health(self, timeout: float | None = None) -> Health:
         return Health.from_proto(self._unary(self.stub.Health, kb_pb2.HealthRequest(), "Health", timeout))

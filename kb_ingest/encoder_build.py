@@ -11,7 +11,6 @@ a temporary folder and renames it, under a file lock, so two processes never see
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import shutil
@@ -31,6 +30,7 @@ from kb_ingest.encoder import (
 )
 from kb_ingest.encoder_backends import MANIFEST, MODEL2VEC, ONNX, ONNX_FILE, st_pooling
 from vaner.errors import FailedPrecondition, InvalidArgument
+from vaner.locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +146,9 @@ def staging(root: Path, name: str) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def build_lock(root: Path, name: str) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / f".{name}.lock").open("a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # waits: the other process is building the same model
-        yield
+def build_lock(root: Path, name: str) -> contextlib.AbstractContextManager:
+    """Waits while another process builds the same model."""
+    return file_lock(root / f".{name}.lock", label=f"build of encoder {name}", wait=True)
 
 
 def ensure_candidate(name: str, home: Path | str | None = None) -> Path:

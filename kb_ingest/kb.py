@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -51,7 +50,9 @@ from kb_ingest.snapshots import SnapshotInfo, SnapshotStore, new_snapshot_id, no
 from kb_ingest.vector_store import VectorStore, collection_name, open_store
 from vaner.cancel import StopCheck, check_stop
 from vaner.categories import Category
-from vaner.errors import AlreadyRunning, FailedPrecondition, InvalidArgument, NotFound, VanerError
+from vaner.corpus import read_conll
+from vaner.errors import FailedPrecondition, InvalidArgument, NotFound, VanerError
+from vaner.locks import exclusive_lock
 from vaner.progress import ProgressCallback, ProgressTracker
 from vaner.settings import Settings
 
@@ -344,28 +345,9 @@ class KnowledgeBase:
         return out
 
     # ---- ingest ----
-    @contextlib.contextmanager
-    def _ingest_lock(self, wait: bool = False, what: str = "ingest") -> Iterator[None]:
-        import fcntl
-
-        self.settings.locks_dir.mkdir(parents=True, exist_ok=True)
-        path = self.settings.locks_dir / "kb-ingest.lock"
-        fh = path.open("a+")
-        try:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                fh.seek(0)
-                holder = fh.read().strip()
-                raise AlreadyRunning(f"{what}: another KB ingest is running ({holder or path}); "
-                                     "wait for it or stop it") from None
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()} since {now_iso()}")
-            fh.flush()
-            yield
-        finally:
-            fh.close()
+    def _ingest_lock(self, wait: bool = False, what: str = "ingest") -> contextlib.AbstractContextManager:
+        """One ingest at a time per state directory, CLI and service alike."""
+        return exclusive_lock(self.settings, "kb-ingest", label="KB ingest", doing=what, wait=wait)
 
     def _cleanup_stale(self) -> None:
         """Under the ingest lock no other ingest runs, so a 'building' row is a dead one (killed
@@ -484,8 +466,6 @@ class KnowledgeBase:
         """Add the entity strings of CoNLL files (the paper's KB also holds the training splits'
         entities). The new snapshot starts as a copy of ``base`` (default: latest, when one exists
         and uses the same encoder; ``None`` for a dataset-only snapshot), so retrieval keeps UMLS."""
-        from tagger.data import read_conll
-
         category = Category.parse(category)
         if not paths:
             raise InvalidArgument("dataset: give at least one CoNLL file")

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, Session, SQLModel, select
 
-from vaner.db import get_engine, init_tables
+from vaner.db import get_engine, init_tables, upsert_row
 from vaner.errors import NotFound, Unavailable
 
 STATUSES = ("building", "complete", "failed")
@@ -143,12 +143,7 @@ class SnapshotStore:
             row.finished_at = now_iso()
             s.add(row)
             if make_latest:
-                ptr = s.get(KbLatestRow, LATEST_KEY)
-                if ptr is None:
-                    s.add(KbLatestRow(key=LATEST_KEY, snapshot_id=snapshot_id))
-                else:
-                    ptr.snapshot_id = snapshot_id
-                    s.add(ptr)
+                upsert_row(s, KbLatestRow, {"key": LATEST_KEY}, {"snapshot_id": snapshot_id})
             s.commit()
         self._run(go)
 

@@ -1,4 +1,6 @@
-"""``vaner dbr build|list`` and ``vaner retrain``: registered on the ``vaner`` dispatcher."""
+"""``vaner dbr build|list`` and ``vaner retrain``: registered on the ``vaner`` dispatcher; plus what
+the dispatcher injects into the tagger's commands (``extract --link``, ``train --dbr``), which need
+the KB and DBR code of this package."""
 
 from __future__ import annotations
 
@@ -8,8 +10,11 @@ import shlex
 import sys
 from typing import Any
 
-from vaner.cli_common import print_json, settings_from_args
+from vaner.cli_common import add_client_args, client_flags, print_json, settings_from_args
+from vaner.corpus import DATASETS, Sentence
 from vaner.errors import InvalidArgument
+from vaner.progress import ProgressCallback
+from vaner.settings import Settings
 
 TRAIN_FLAGS: list[tuple[str, type, str, str | None]] = [
     # flag, type, help, target ("model." prefix for TaggerConfig fields)
@@ -66,9 +71,13 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _datasets(value: str) -> list[str]:
-    from tagger.data import DATASETS
-
     return [d.name for d in DATASETS.parse_list(value)]
+
+
+def _client_options(args: argparse.Namespace):  # noqa: ANN202 - clients.ClientOptions
+    from clients.base import ClientOptions
+
+    return ClientOptions.from_env(**client_flags(args))
 
 
 def _progress(args: argparse.Namespace):
@@ -88,7 +97,7 @@ def cmd_dbr_build(args: argparse.Namespace) -> int:
     try:
         if args.retrieval_address:
             s = build_dbr_remote(args.retrieval_address, settings, _datasets(args.datasets), params,
-                                 args.kb_snapshot, args.data_dir, bar)
+                                 args.kb_snapshot, args.data_dir, bar, options=_client_options(args))
         else:
             from kb_ingest.kb import KnowledgeBase
 
@@ -132,8 +141,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         promote_margin=args.promote_margin, seed=args.seed, dbr_seed=args.dbr_seed, data_dir=args.data_dir,
         output_dir=args.output_dir, train_overrides=train_overrides(args),
         command=" ".join(["vaner", *map(shlex.quote, sys.argv[1:])]))
-    retrainer = Retrainer(settings, notifier=tagger_notifier(args.tagger_address),
-                          dbr_source=remote_dbr_source(args.retrieval_address, settings))
+    options = _client_options(args)
+    retrainer = Retrainer(settings, notifier=tagger_notifier(args.tagger_address, options),
+                          dbr_source=remote_dbr_source(args.retrieval_address, settings, options))
     bar = _progress(args)
     try:
         outcome = retrainer.run(request, progress=bar)
@@ -149,6 +159,25 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def kb_linker(settings: Settings, k: int, snapshot: str):  # noqa: ANN201 - tagger.extract.LinkFn
+    """``vaner extract --link``: link spans against the local knowledge base."""
+    from kb_ingest.kb import KnowledgeBase
+    from retrieval.linking import snapshot_linker
+
+    return snapshot_linker(KnowledgeBase(settings), k, snapshot)
+
+
+def training_dbr(settings: Settings, snapshot: str, datasets: list[str], mode: str, seed: int,
+                 data_dir: str | None, progress: ProgressCallback | None) -> tuple[str, list[Sentence]]:
+    """``vaner train --dbr``: (snapshot id, DBR sentences), built by the Retrainer's own code."""
+    from retrieval.retrain import Retrainer
+
+    retrainer = Retrainer(settings)
+    snapshot_id = str(retrainer.kb.get_snapshot(snapshot).id)
+    dbr = retrainer.dbr_set(snapshot_id, datasets, mode, seed, data_dir, progress=progress)
+    return snapshot_id, dbr.load() if dbr is not None else []
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kb-snapshot", default="latest", help="KB snapshot id or 'latest' (default)")
     p.add_argument("--datasets", default="ncbi,s800", help="comma-separated dataset names (default ncbi,s800)")
@@ -158,6 +187,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "else in-process)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--progress", action="store_true", help="show progress bars even when not a terminal")
+    add_client_args(p)
 
 
 def register(sub) -> None:  # noqa: ANN001 - argparse subparsers action

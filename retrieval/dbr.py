@@ -37,9 +37,9 @@ from typing import Any
 
 from retrieval.phrases import MINER_VERSION, MinerConfig, PhraseMiner
 from retrieval.retrieve import KnowledgeBaseLike, Retriever, normalise_phrase
-from tagger.data import DATASETS, Sentence, default_data_dir, load_dataset
 from vaner import __version__
 from vaner.categories import Category
+from vaner.corpus import DATASETS, Sentence, default_data_dir, load_dataset
 from vaner.errors import InvalidArgument, NotFound
 from vaner.progress import ProgressCallback, ProgressTracker
 from vaner.settings import Settings
@@ -407,21 +407,3 @@ def _take(pool: list[str], cursor: dict[Category, int], c: Category, k: int) -> 
             seen.add(name)
             out.append(name)
     return out
-
-
-def build_dbr_sentences(settings: Settings, snapshot: str, datasets: Sequence[str], mode: str = "retrieved",
-                        seed: int = 0, data_dir: str | Path | None = None,
-                        progress: ProgressCallback | None = None, *, kb: KnowledgeBaseLike | None = None,
-                        params: DbrParams | None = None) -> list[Sentence]:
-    """What ``vaner train --dbr`` calls: the (cached) DBR sentences for these datasets."""
-    if mode in ("none", "", None):
-        return []
-    if kb is None:
-        from kb_ingest.kb import KnowledgeBase
-
-        kb = KnowledgeBase(settings)
-    p = params or DbrParams(mode=mode, seed=seed)
-    if params is not None and (params.mode != mode or params.seed != seed):
-        p = DbrParams(**{**params.to_dict(), "mode": mode, "seed": seed})
-    return DbrBuilder(settings, kb).build(datasets, p, snapshot=snapshot, data_dir=data_dir,
-                                          progress=progress).load()

@@ -12,7 +12,7 @@ category lets the vector store do the filtering (a Gene span links only to Gene 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kb_ingest.kb import CONCEPT_OVERSAMPLE, MAX_K, best_per_concept
@@ -60,3 +60,18 @@ def link_spans(kb: KnowledgeBaseLike, texts: list[str], k: int = 5, snapshot: st
         for i, h in zip(idxs, hits, strict=True):
             out[i] = best_per_concept(h, k)
     return out
+
+
+def snapshot_linker(kb: KnowledgeBaseLike, k: int = 5, snapshot: str = "latest"
+                    ) -> Callable[[list[str], list[Category]], list[list[Any]]]:
+    """A ``tagger.extract.LinkFn`` (what ``vaner extract --link`` uses): each span linked to concepts
+    of its own predicted category, on one snapshot resolved now, so a missing KB fails before the
+    model loads and every document of a run links against the same snapshot."""
+    if k < 1:
+        raise InvalidArgument(f"link k must be >= 1, got {k}")
+    snap_id = str(getattr(kb.get_snapshot(snapshot), "id", snapshot))
+
+    def link(mentions: list[str], categories: list[Category]) -> list[list[Any]]:
+        return link_spans(kb, mentions, k=k, snapshot=snap_id, categories=categories)
+
+    return link

@@ -3,7 +3,7 @@
 This is a core object with no gRPC in it, so the CLI and the tagger service's Retrain RPC share it.
 Safety properties it exists for:
 
-* **One at a time.** An exclusive, non-blocking ``fcntl.flock`` on ``locks_dir/retrain.lock``;
+* **One at a time.** An exclusive, non-blocking lock on ``locks_dir/retrain.lock`` (:mod:`vaner.locks`);
   a second retrain gets :class:`AlreadyRunning` immediately instead of queueing behind hours of
   training. The kernel drops the lock when the process dies, so a killed retrain never leaves a
   stale lock behind.
@@ -16,50 +16,23 @@ Safety properties it exists for:
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from retrieval.dbr import DbrBuilder, DbrParams, DbrSet
-from vaner.errors import AlreadyRunning, InvalidArgument, NotFound
+from vaner.errors import InvalidArgument, NotFound
+from vaner.locks import exclusive_lock
 from vaner.progress import ProgressCallback, ProgressEvent
 from vaner.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DBR_CHOICES = ("retrieved", "random", "none")
-
-
-@contextmanager
-def exclusive_lock(settings: Settings, name: str = "retrain") -> Iterator[Path]:
-    """Hold ``locks_dir/<name>.lock`` or raise AlreadyRunning naming the holder's pid."""
-    settings.locks_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.locks_dir / f"{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            raise AlreadyRunning(f"a {name} is already running ({holder}); wait for it to finish "
-                                 f"or stop that process (lock: {path})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} since {datetime.now(timezone.utc).isoformat(timespec='seconds')}"
-                  .encode(), 0)
-        try:
-            yield path
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -195,6 +168,19 @@ class Retrainer:
             kwargs["model"] = model
         return TrainConfig(**kwargs)
 
+    def dbr_set(self, snapshot_id: str, datasets: Sequence[str], mode: str, seed: int, data_dir: str | None = None,
+                dbr_params: dict[str, Any] | None = None, progress: ProgressCallback | None = None) -> DbrSet | None:
+        """The DBR set a training run mixes in (None for mode ``none``): from the configured source
+        (a Retrieval service) or built here. ``vaner train --dbr`` calls this too, so both commands
+        get the same sentences for the same snapshot, datasets and seed."""
+        if mode == "none":
+            return None
+        params = DbrParams(**{**(dbr_params or {}), "mode": mode, "seed": seed})
+        if self._dbr_source is not None:
+            return self._dbr_source(tuple(datasets), params, snapshot_id, data_dir, progress)
+        return DbrBuilder(self.settings, self.kb).build(datasets, params, snapshot=snapshot_id, data_dir=data_dir,
+                                                        progress=progress)
+
     def run(self, request: RetrainRequest, progress: ProgressCallback | None = None) -> RetrainOutcome:
         with exclusive_lock(self.settings, "retrain"):
             return self._run_locked(request, progress)
@@ -209,16 +195,11 @@ class Retrainer:
         snap = self.kb.get_snapshot(request.kb_snapshot or "latest")
         snap_id = str(snap.id)
         self._emit(progress, "retrain", f"KB snapshot {snap_id}")
-        dbr_set: DbrSet | None = None
         extra: Sequence[Any] = ()
-        if request.dbr_mode != "none":
-            seed = request.dbr_seed if request.dbr_seed is not None else request.seed
-            params = DbrParams(**{**request.dbr_params, "mode": request.dbr_mode, "seed": seed})
-            if self._dbr_source is not None:
-                dbr_set = self._dbr_source(request.datasets, params, snap_id, request.data_dir, progress)
-            else:
-                dbr_set = DbrBuilder(self.settings, self.kb).build(request.datasets, params, snapshot=snap_id,
-                                                                   data_dir=request.data_dir, progress=progress)
+        seed = request.dbr_seed if request.dbr_seed is not None else request.seed
+        dbr_set = self.dbr_set(snap_id, request.datasets, request.dbr_mode, seed, request.data_dir,
+                               request.dbr_params, progress)
+        if dbr_set is not None:
             extra = dbr_set.load()
             self._emit(progress, "retrain", f"DBR set {dbr_set.id}: {len(extra)} sentences")
         config = self.make_config(request, snap_id)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from clients.base import DEFAULT_DEADLINES
 from vaner.errors import InvalidArgument, NotFound
 from vaner.settings import Settings
 
@@ -152,12 +153,6 @@ class IngestSection:
             if not Path(root).is_absolute():
                 raise InvalidArgument(f"ingest.allowed_roots: {root!r} is not an absolute path")
         object.__setattr__(self, "allowed_roots", roots)
-
-
-DEFAULT_DEADLINES: dict[str, float] = {
-    "default": 30.0, "Extract": 120.0, "ExtractStream": 3600.0, "Retrain": 24 * 3600.0,
-    "Ingest": 24 * 3600.0, "BuildDbrSamples": 6 * 3600.0, "LoadModel": 300.0, "Search": 60.0, "Retrieve": 120.0,
-}
 
 
 @dataclass(frozen=True)

@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from kb_ingest.kb import umls_inputs
 from services.calls import call_ended
+from services.convert import category_filter, hit_to_proto
 from services.server_files import AllowedRoots, redact_content
 from vaner import __version__
 from vaner.categories import Category
 from vaner.errors import Cancelled, InvalidArgument, PermissionDenied, ResourceExhausted, VanerError
 from vaner.progress import ProgressEvent
 from vaner.progress_proto import progress_to_proto
+from vaner.streams import ThreadStream
 from vaner.v1 import common_pb2, kb_pb2, kb_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -56,17 +56,6 @@ def _redacted_filters(filters: dict) -> dict:
         return filters
     examples = [redact_content(str(e)) for e in stats["malformed_examples"]]
     return {**filters, "stats": {**stats, "malformed_examples": examples}}
-
-
-def hit_to_proto(hit) -> common_pb2.ConceptMatch:  # noqa: ANN001 - kb_ingest.kb.ConceptHit
-    return common_pb2.ConceptMatch(cui=hit.cui, name=hit.name, categories=[c.to_proto() for c in hit.categories],
-                                   score=float(hit.score), tuis=list(hit.tuis), source=hit.source,
-                                   preferred=hit.preferred, sab=hit.sab, code=hit.code)
-
-
-def _categories(numbers) -> list[Category] | None:  # noqa: ANN001
-    cats = [Category.from_proto(n) for n in numbers if n != 0]
-    return cats or None
 
 
 class KnowledgeBaseServicer(kb_pb2_grpc.KnowledgeBaseServicer):
@@ -109,34 +98,21 @@ class KnowledgeBaseServicer(kb_pb2_grpc.KnowledgeBaseServicer):
     def Ingest(self, request, context) -> Iterator[kb_pb2.IngestEvent]:  # noqa: ANN001, N802
         call = self._ingest_call(request)
         should_stop = call_ended(context)
-        events: queue.Queue = queue.Queue(maxsize=1000)
-        outcome: dict = {}
 
-        def progress(ev: ProgressEvent) -> None:
-            try:
-                events.put_nowait(ev)
-            except queue.Full:  # a slow client must not stall the ingest; drop intermediate events
-                pass
+        def work(emit: Callable[[ProgressEvent], None]):  # noqa: ANN202
+            return call(emit, should_stop)
 
-        def work() -> None:
-            try:
-                outcome["info"] = call(progress, should_stop)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the RPC thread
-                outcome["error"] = exc
-            finally:
-                events.put(None)
-
-        worker = threading.Thread(target=work, name="kb-ingest", daemon=True)
-        worker.start()
-        while True:
-            ev = events.get()
-            if ev is None:
-                break
-            yield kb_pb2.IngestEvent(progress=progress_to_proto(ev))
-        worker.join()
-        if "error" in outcome:
-            raise _withheld(outcome["error"])
-        yield kb_pb2.IngestEvent(done=snapshot_to_proto(outcome["info"]))
+        # a slow client must not stall the ingest: intermediate events beyond 1000 are dropped
+        stream = ThreadStream(work, name="kb-ingest", max_pending=1000)
+        try:
+            for ev in stream:
+                yield kb_pb2.IngestEvent(progress=progress_to_proto(ev))
+        except VanerError as exc:
+            withheld = _withheld(exc)
+            if withheld is exc:
+                raise
+            raise withheld from exc
+        yield kb_pb2.IngestEvent(done=snapshot_to_proto(stream.result))
 
     # -- snapshots -----------------------------------------------------------------------
     def ListSnapshots(self, request, context) -> kb_pb2.ListSnapshotsResponse:  # noqa: ANN001, N802
@@ -158,7 +134,7 @@ class KnowledgeBaseServicer(kb_pb2_grpc.KnowledgeBaseServicer):
         k = request.k or DEFAULT_K
         if k < 0:
             raise InvalidArgument(f"Search: k must be positive, got {k}")
-        cats = _categories(request.categories)
+        cats = category_filter(request.categories)
         snapshot = request.snapshot.strip() or "latest"
         options = {"snapshot": snapshot, "categories": cats, "k": k, "one_per_concept": not request.per_term,
                    "should_stop": call_ended(context)}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,32 +22,19 @@ from retrieval.dbr import DbrBuilder, DbrParams
 from retrieval.phrases import PhraseMiner
 from retrieval.retrieve import Retriever
 from services.calls import call_ended
+from services.convert import category_filter, hit_to_proto
 from vaner import __version__
-from vaner.categories import Category
 from vaner.errors import InvalidArgument, ResourceExhausted
 from vaner.progress_proto import progress_to_proto
 from vaner.settings import Settings
-from vaner.v1 import common_pb2, kb_pb2, retrieval_pb2, retrieval_pb2_grpc
+from vaner.streams import ThreadStream
+from vaner.v1 import kb_pb2, retrieval_pb2, retrieval_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 MAX_SENTENCES = 20_000
 MAX_PHRASES = 20_000
 MAX_K = 100
-
-
-
-
-def hit_to_proto(h: Any) -> common_pb2.ConceptMatch:
-    return common_pb2.ConceptMatch(cui=str(h.cui), name=str(h.name),
-                                   categories=[Category.parse(c).to_proto() for c in h.categories],
-                                   score=float(h.score), tuis=[str(t) for t in (h.tuis or ())],
-                                   source=str(h.source or ""))
-
-
-def _categories(numbers) -> list[Category] | None:
-    cats = [Category.from_proto(n) for n in numbers if n != 0]
-    return cats or None
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
@@ -86,7 +72,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
         if not phrases:
             return retrieval_pb2.RetrieveResponse()
         retriever = Retriever(self.kb, request.snapshot or "latest", k=k)
-        results = retriever.retrieve(phrases, _categories(request.categories), should_stop=call_ended(context))
+        results = retriever.retrieve(phrases, category_filter(request.categories), should_stop=call_ended(context))
         return retrieval_pb2.RetrieveResponse(
             results=[kb_pb2.SearchHits(hits=[hit_to_proto(h) for h in hits]) for hits in results])
 
@@ -100,28 +86,14 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
         params = DbrParams(mode=mode, seed=request.seed, max_positive=request.max_positive or 10,
                            max_negative=request.max_negative or 5, top_k=request.top_k or 5)
         data_dir = request.data_dir or self.default_data_dir
-        events: queue.Queue = queue.Queue()
-        result: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                result["set"] = DbrBuilder(self.settings, self.kb).build(
-                    datasets, params, snapshot=request.snapshot or "latest", data_dir=data_dir, progress=events.put)
-            except BaseException as exc:  # re-raised in the RPC thread for the interceptor
-                result["error"] = exc
-            finally:
-                events.put(None)
-
-        threading.Thread(target=work, name="dbr-build", daemon=True).start()
-        while True:
-            ev = events.get()
-            if ev is None:
-                break
+        stream = ThreadStream(
+            lambda emit: DbrBuilder(self.settings, self.kb).build(
+                datasets, params, snapshot=request.snapshot or "latest", data_dir=data_dir, progress=emit),
+            name="dbr-build")
+        for ev in stream:
             if context is None or context.is_active():
                 yield retrieval_pb2.BuildDbrEvent(progress=progress_to_proto(ev))
-        if "error" in result:
-            raise result["error"]
-        s = result["set"]
+        s = stream.result
         yield retrieval_pb2.BuildDbrEvent(done=retrieval_pb2.DbrSet(
             id=s.id, path=str(Path(s.path)), sentences=s.sentences, snapshot=s.snapshot,
             params_json=json.dumps(s.params, sort_keys=True)))

@@ -279,19 +279,23 @@ def _add_retrieval(server: grpc.Server, config: ServeConfig) -> ServiceParts:
 
 
 def _add_tagger(server: grpc.Server, config: ServeConfig) -> list[Callable[[], None]]:
-    from services.tagger_core import Limits, TaggerCore
+    from clients.base import ClientOptions
+    from retrieval.remote import service_retrainer
     from services.tagger_servicer import TaggerServicer
+    from tagger.serving import Limits, TaggerCore
     from vaner.v1 import tagger_pb2_grpc
 
     t = config.tagger
-    if t.threads:
-        import torch
+    settings = config.settings()
+    siblings = ClientOptions(**client_options_for_siblings(config))
 
-        # On a shared or oversubscribed CPU, fewer intra-op threads avoid OpenMP spin-wait collapse.
-        torch.set_num_threads(t.threads)
-    core = TaggerCore(config.settings(), model_ref=t.model, device=t.device, batch_size=t.batch_size,
-                      limits=Limits(t.max_documents, t.max_text_chars), retrieval_address=t.retrieval_address,
-                      kb_address=t.kb_address, client_options=client_options_for_siblings(config))
+    def retrain(request: Any, progress: Callable) -> Any:
+        retrainer = service_retrainer(settings, retrieval_address=t.retrieval_address, kb_address=t.kb_address,
+                                      options=siblings)
+        return retrainer.run(request, progress=progress)
+
+    core = TaggerCore(settings, model_ref=t.model, device=t.device, batch_size=t.batch_size, threads=t.threads,
+                      limits=Limits(t.max_documents, t.max_text_chars), retrain_fn=retrain)
     core.start()
     tagger_pb2_grpc.add_TaggerServicer_to_server(TaggerServicer(core), server)
     return [core.close]

@@ -1,4 +1,6 @@
-"""Tagger gRPC servicer: validate, convert proto <-> domain, call :class:`TaggerCore`, convert back.
+"""Tagger gRPC servicer: validate, convert proto <-> domain, call :class:`tagger.serving.TaggerCore`,
+convert back. The domain types are the CLI's own: :class:`tagger.formats.Document` in and out,
+:class:`tagger.registry.ModelRecord`, :class:`retrieval.retrain.RetrainRequest`.
 
 Nothing here decides anything about models or batching (the core does) and nothing here sets a
 status code (the error interceptor does, from the domain errors raised below).
@@ -9,19 +11,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import fields
 
 import grpc
 
-from services.tagger_core import DocumentResult, ModelInfo, RetrainEvent, RetrainParams, TaggerCore
+from retrieval.retrain import RetrainRequest
+from services.convert import hit_to_proto
+from tagger.formats import Document
+from tagger.registry import ModelRecord
+from tagger.serving import RetrainEvent, TaggerCore
 from vaner import __version__
 from vaner.categories import Category
-from vaner.errors import InvalidArgument, VanerError
+from vaner.errors import DeadlineExceeded, InvalidArgument, VanerError
 from vaner.progress_proto import progress_to_proto
 from vaner.v1 import common_pb2, kb_pb2, tagger_pb2, tagger_pb2_grpc
-
-
-class DeadlineExceeded(VanerError):
-    code = "DEADLINE_EXCEEDED"
 
 
 def categories_from_proto(numbers) -> list[Category]:  # noqa: ANN001 - repeated enum field
@@ -36,30 +39,50 @@ def categories_from_proto(numbers) -> list[Category]:  # noqa: ANN001 - repeated
     return cats
 
 
-def documents_from_proto(docs) -> list[tuple[str, str]]:  # noqa: ANN001
-    return [(d.id or str(i), d.text) for i, d in enumerate(docs)]
+def documents_from_proto(docs) -> list[Document]:  # noqa: ANN001
+    return [Document(id=d.id or str(i), text=d.text) for i, d in enumerate(docs)]
 
 
-def document_to_proto(doc: DocumentResult) -> tagger_pb2.DocumentEntities:
-    spans = []
-    for e in doc.entities:
-        concepts = [common_pb2.ConceptMatch(cui=c.cui, name=c.name, score=c.score,
-                                            categories=[Category.parse(x).to_proto() for x in c.categories])
-                    for c in e.concepts]
-        spans.append(common_pb2.Span(start=e.start, end=e.end, text=e.text, category=Category.parse(e.type).to_proto(),
-                                     score=e.score, concepts=concepts))
+def document_to_proto(doc: Document) -> tagger_pb2.DocumentEntities:
+    spans = [common_pb2.Span(start=e.start, end=e.end, text=e.text, category=Category.parse(e.type).to_proto(),
+                             score=e.score, concepts=[hit_to_proto(c) for c in e.concepts])
+             for e in doc.entities]
     return tagger_pb2.DocumentEntities(id=doc.id, entities=spans)
 
 
-def model_to_proto(info: ModelInfo) -> common_pb2.ModelVersion:
+def model_to_proto(record: ModelRecord) -> common_pb2.ModelVersion:
     return common_pb2.ModelVersion(
-        id=info.id, latest=info.latest, backbone=info.backbone, datasets=list(info.datasets),
-        kb_snapshot=info.kb_snapshot, instruction_template=json.dumps(info.template, sort_keys=True),
-        metrics_json=json.dumps(info.metrics, sort_keys=True, default=str),
-        hyperparameters_json=json.dumps(info.hyperparameters, sort_keys=True, default=str),
-        command=info.command, created_at=info.created_at, artifact_path=info.artifact_path)
+        id=record.id, latest=record.latest, backbone=record.backbone, datasets=list(record.datasets),
+        kb_snapshot=record.kb_snapshot or "", instruction_template=json.dumps(record.template, sort_keys=True),
+        metrics_json=json.dumps(record.metrics, sort_keys=True, default=str),
+        hyperparameters_json=json.dumps(record.hyperparameters, sort_keys=True, default=str),
+        command=record.command, created_at=record.created_at.isoformat(), artifact_path=str(record.artifact_path))
 
 
+def retrain_request_from_proto(request: tagger_pb2.RetrainRequest) -> RetrainRequest:
+    """``config_json`` keys that are RetrainRequest fields (``data_dir``, ``seed``, ``dbr_params``,
+    ``train_overrides``...) set them; any other key is a training override. proto3 has no
+    presence, so empty fields and a 0 margin mean the Retrainer's defaults."""
+    overrides = {}
+    if request.config_json:
+        try:
+            overrides = json.loads(request.config_json)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"config_json is not JSON: {exc.msg}") from exc
+        if not isinstance(overrides, dict):
+            raise InvalidArgument("config_json must be a JSON object")
+    known = {f.name for f in fields(RetrainRequest)}
+    kwargs = {"command": "Tagger.Retrain", **{k: v for k, v in overrides.items() if k in known}}
+    if not isinstance(kwargs.get("train_overrides", {}), dict):
+        raise InvalidArgument("config_json: train_overrides must be a JSON object")
+    kwargs["train_overrides"] = {**kwargs.get("train_overrides", {}),
+                                 **{k: v for k, v in overrides.items() if k not in known}}
+    kwargs.update(kb_snapshot=request.kb_snapshot or "latest", dbr_mode=request.dbr_mode or "retrieved")
+    if request.datasets:
+        kwargs["datasets"] = tuple(request.datasets)
+    if request.promote_margin:
+        kwargs["promote_margin"] = request.promote_margin
+    return RetrainRequest(**kwargs)
 
 
 def _check_options(options: tagger_pb2.ExtractOptions) -> list[Category]:
@@ -100,7 +123,8 @@ class TaggerServicer(tagger_pb2_grpc.TaggerServicer):
                     raise InvalidArgument(f"stream message {i}: options may only be set on the first message")
             if not req.HasField("document"):
                 raise InvalidArgument(f"stream message {i} has no document")
-            results, version = self._extract([(req.document.id or str(i), req.document.text)], categories, context)
+            doc = Document(id=req.document.id or str(i), text=req.document.text)
+            results, version = self._extract([doc], categories, context)
             yield tagger_pb2.ExtractStreamResponse(document=document_to_proto(results[0]), model_version=version)
 
     def ModelInfo(self, request, context) -> common_pb2.ModelVersion:  # noqa: N802, ANN001
@@ -110,19 +134,7 @@ class TaggerServicer(tagger_pb2_grpc.TaggerServicer):
         return model_to_proto(self.core.load_model(request.version or "latest"))
 
     def Retrain(self, request: tagger_pb2.RetrainRequest, context) -> Iterator[tagger_pb2.RetrainEvent]:  # noqa: N802, ANN001
-        overrides = {}
-        if request.config_json:
-            try:
-                overrides = json.loads(request.config_json)
-            except json.JSONDecodeError as exc:
-                raise InvalidArgument(f"config_json is not JSON: {exc.msg}") from exc
-            if not isinstance(overrides, dict):
-                raise InvalidArgument("config_json must be a JSON object")
-        # proto3 doubles have no presence: 0 means "the server's default margin".
-        params = RetrainParams(kb_snapshot=request.kb_snapshot or "latest", datasets=tuple(request.datasets),
-                               dbr_mode=request.dbr_mode or "retrieved",
-                               promote_margin=request.promote_margin or None, overrides=overrides)
-        for ev in self.core.retrain(params):
+        for ev in self.core.retrain(retrain_request_from_proto(request)):
             yield retrain_event_to_proto(ev)
 
     def Health(self, request, context) -> kb_pb2.HealthResponse:  # noqa: N802, ANN001

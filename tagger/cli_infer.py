@@ -3,22 +3,35 @@
 Bad input (empty text, unknown type, unknown model version, a malformed file) is checked before
 the model loads, so the user gets a one-line error in milliseconds instead of after ~15 s.
 ``--model`` takes a registry version id, ``latest``, or the path of a saved model folder.
+``--link`` needs the knowledge base and retrieval packages, which sit above this one: the ``vaner``
+dispatcher injects a :data:`LinkerFactory` (``register(sub, linker=...)``), so nothing here imports them.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tagger.formats import INPUT_FORMATS, OUTPUT_FORMATS
 from vaner.categories import Category
-from vaner.cli_common import print_json, settings_from_args
+from vaner.cli_common import add_client_args, client_flags, print_json, settings_from_args
 from vaner.errors import FailedPrecondition, InvalidArgument
 from vaner.progress import TqdmProgress
+from vaner.settings import Settings
+
+if TYPE_CHECKING:  # tagger.extract imports torch; the CLI checks input before that
+    from tagger.extract import LinkFn
 
 
-def register(sub) -> None:  # noqa: ANN001 - argparse subparsers action
+# (settings, k, KB snapshot) -> a tagger.extract.LinkFn; called before the model loads, so a missing
+# snapshot fails in milliseconds.
+LinkerFactory = Callable[[Settings, int, str], "LinkFn"]
+
+
+def register(sub, *, linker: LinkerFactory | None = None) -> None:  # noqa: ANN001 - argparse subparsers action
     p = sub.add_parser("eval", help="strict entity-level P/R/F1 of a model on a dataset or CoNLL file")
     p.add_argument("--model", default="latest", help="version id, 'latest', or a saved model folder")
     src = p.add_mutually_exclusive_group(required=True)
@@ -52,7 +65,8 @@ def register(sub) -> None:  # noqa: ANN001 - argparse subparsers action
     p.add_argument("--link-k", type=int, default=5)
     p.add_argument("--kb-snapshot", default="latest", help="KB snapshot used by --link")
     p.add_argument("--remote", default=None, metavar="HOST:PORT", help="ask a running tagger service instead")
-    p.set_defaults(func=run_extract)
+    add_client_args(p)
+    p.set_defaults(func=run_extract, make_linker=linker)
 
     p = sub.add_parser("models", help="list registered model versions, or promote one to 'latest'")
     p.add_argument("--json", action="store_true", help="print one JSON value")
@@ -70,30 +84,18 @@ def _positive(name: str, value: int | None) -> None:
         raise InvalidArgument(f"{name} must be >= 1, got {value}")
 
 
-def resolve_model(settings, ref: str):  # noqa: ANN001, ANN201 - (artifact path, ModelRecord | None)
-    """A folder path is used as is; anything else is looked up in the registry."""
-    path = Path(ref).expanduser()
-    if path.is_dir() and ((path / "tagger_config.json").exists() or "/" in ref or ref.startswith(".")):
-        if not (path / "tagger_config.json").exists():
-            raise InvalidArgument(f"{path} is not a vaner model folder (no tagger_config.json)")
-        return path, None
-    from tagger.registry import ModelRegistry
+def _model(settings, ref: str):  # noqa: ANN001, ANN202 - tagger.registry.ModelRecord
+    """A version id, ``latest`` or a saved model folder (the user's own files)."""
+    from tagger.registry import ModelRegistry, resolve_model
 
-    record = ModelRegistry(settings).resolve(ref)
-    return record.artifact_path, record
-
-
-def _load(artifact: Path, device: str):  # noqa: ANN202
-    from tagger.extract import merge_for_inference
-    from tagger.model import VanerTagger
-
-    return merge_for_inference(VanerTagger.load(artifact, device=device))
+    return resolve_model(ref, lambda: ModelRegistry(settings), allow_path=True)
 
 
 # ---- eval ---------------------------------------------------------------------------------------
 def run_eval(args: argparse.Namespace) -> int:
-    from tagger.data import DATASETS, load_dataset, read_conll
     from tagger.evaluate import evaluate
+    from tagger.extract import load_for_inference
+    from vaner.corpus import DATASETS, load_dataset, read_conll
 
     _positive("--batch-size", args.batch_size)
     _positive("--max-sentences", args.max_sentences)
@@ -111,16 +113,16 @@ def run_eval(args: argparse.Namespace) -> int:
         sentences = sentences[: args.max_sentences]
     if not sentences:
         raise InvalidArgument("no sentences to evaluate")
-    artifact, record = resolve_model(settings, args.model)
-    tagger = _load(artifact, args.device)
+    record = _model(settings, args.model)
+    tagger = load_for_inference(record.artifact_path, args.device)
     bar = TqdmProgress(enabled=True, unit="sent")
     try:
         result = evaluate(tagger, sentences, batch_size=args.batch_size, progress=bar)
     finally:
         bar.close()
-    out = {**target, "model": record.id if record else str(artifact), **result}
+    out = {**target, "model": record.id, **result}
     full_test = args.dataset and args.split == "test" and not args.max_sentences
-    if record is not None and full_test and not args.no_store:
+    if record.registered and full_test and not args.no_store:
         from tagger.registry import ModelRegistry
 
         keep = {k: result[k] for k in ("precision", "recall", "f1", "support", "tp", "fp", "fn")}
@@ -153,25 +155,17 @@ def _read_input(args: argparse.Namespace):  # noqa: ANN202
     return docs
 
 
-def _linker(settings, k: int, snapshot: str):  # noqa: ANN001, ANN202
-    _positive("--link-k", k)
-    try:
-        from kb_ingest.kb import KnowledgeBase
-        from retrieval.linking import link_spans
-    except ImportError as exc:
-        raise FailedPrecondition(f"--link needs the knowledge base and retrieval modules: {exc}") from exc
-    kb = KnowledgeBase(settings)
-    snap = kb.get_snapshot(snapshot)  # fails now, before the model loads, if there is no snapshot
-    snap_id = getattr(snap, "id", snapshot)
-
-    def link(mentions: list[str], categories: list[Category]) -> list[list[object]]:
-        return link_spans(kb, mentions, k=k, snapshot=snap_id, categories=categories)
-
-    return link
+def _linker(args: argparse.Namespace, settings: Settings) -> LinkFn:
+    _positive("--link-k", args.link_k)
+    make = getattr(args, "make_linker", None)
+    if make is None:
+        raise FailedPrecondition("--link needs the knowledge base and retrieval packages; run it as `vaner extract`")
+    return make(settings, args.link_k, args.kb_snapshot)
 
 
 def _extract_remote(args: argparse.Namespace, docs, cats):  # noqa: ANN001, ANN202
     try:
+        from clients.base import ClientOptions
         from clients.tagger import TaggerClient
     except ImportError as exc:
         raise FailedPrecondition(f"--remote needs the tagger client (clients/tagger.py): {exc}") from exc
@@ -180,7 +174,7 @@ def _extract_remote(args: argparse.Namespace, docs, cats):  # noqa: ANN001, ANN2
 
     from tagger.formats import Entity
 
-    client = TaggerClient(args.remote)
+    client = TaggerClient(args.remote, ClientOptions.from_env(**client_flags(args)))
     kwargs: dict = {"categories": cats}
     if args.link:
         params = inspect.signature(client.extract).parameters
@@ -220,12 +214,12 @@ def run_extract(args: argparse.Namespace) -> int:
     if args.remote:
         out = _extract_remote(args, docs, cats)
     else:
-        from tagger.extract import Extractor
+        from tagger.extract import Extractor, load_for_inference
 
-        link = _linker(settings, args.link_k, args.kb_snapshot) if args.link else None
-        artifact, record = resolve_model(settings, args.model)
-        extractor = Extractor(_load(artifact, args.device), batch_size=args.batch_size, overlap=args.overlap,
-                              link=link, model_id=record.id if record else str(artifact))
+        link = _linker(args, settings) if args.link else None
+        record = _model(settings, args.model)
+        extractor = Extractor(load_for_inference(record.artifact_path, args.device), batch_size=args.batch_size,
+                              overlap=args.overlap, link=link, model_id=record.id)
         bar = TqdmProgress(enabled=len(docs) > 1 or len(docs[0].text) > 5000, unit="query")
         try:
             out = extractor.extract(docs, cats, dataset=args.dataset, progress=bar)

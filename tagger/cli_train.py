@@ -1,18 +1,24 @@
 """``vaner train``: multi-dataset instruction tuning from the command line, then registration of
 the best model as a new version (promoted to ``latest`` with ``--promote`` or when it is the first).
+
+``--dbr`` mixes in DBR sentences, which the retrieval package builds (above this one): the ``vaner``
+dispatcher injects a :data:`DbrSentences` (``register(sub, dbr_sentences=...)``), the same code
+``vaner retrain`` uses, so nothing here imports retrieval.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 
 from tagger.config import TaggerConfig, TrainConfig
-from tagger.data import DATASETS
 from vaner.categories import Category
 from vaner.cli_common import print_json, settings_from_args
-from vaner.errors import InvalidArgument
-from vaner.progress import TqdmProgress
+from vaner.corpus import DATASETS, Sentence
+from vaner.errors import FailedPrecondition, InvalidArgument
+from vaner.progress import ProgressCallback, TqdmProgress
+from vaner.settings import Settings
 
 
 def _help(cls, name: str) -> str:  # noqa: ANN001
@@ -21,7 +27,11 @@ def _help(cls, name: str) -> str:  # noqa: ANN001
     return f"{f.metadata.get('help', '')} (default: {default})"
 
 
-def register(sub) -> None:  # noqa: ANN001
+# (settings, KB snapshot ref, datasets, mode, seed, data dir, progress) -> (snapshot id, DBR sentences)
+DbrSentences = Callable[[Settings, str, list[str], str, int, "str | None", ProgressCallback], tuple[str, list[Sentence]]]
+
+
+def register(sub, *, dbr_sentences: DbrSentences | None = None) -> None:  # noqa: ANN001
     p = sub.add_parser("train", help="LoRA-train the tagger on datasets (+ optional DBR sentences)")
     p.add_argument("--datasets", default="", help=f"comma-separated: {','.join(DATASETS.names())}")
     p.add_argument("--data-dir", default=None, help="folder of the shared datasets (default ../shared/data/bioner)")
@@ -58,7 +68,7 @@ def register(sub) -> None:  # noqa: ANN001
                  "mix_temperature", "dbr_ratio", "dev_max_sentences", "seed", "checkpoint_every", "threads", "device"):
         f = TrainConfig.__dataclass_fields__[name]
         p.add_argument("--" + name.replace("_", "-"), default=None, type=_caster(f.default), help=_help(TrainConfig, name))
-    p.set_defaults(func=run_train)
+    p.set_defaults(func=run_train, dbr_sentences=dbr_sentences)
 
 
 def _caster(default):  # noqa: ANN001, ANN202
@@ -116,10 +126,10 @@ def _warm_start(settings, args: argparse.Namespace, config: TrainConfig):  # noq
     disagree with it are refused rather than silently ignored."""
     import json
 
-    from tagger.cli_infer import resolve_model
     from tagger.model import CONFIG_FILE, VanerTagger
+    from tagger.registry import ModelRegistry, resolve_model
 
-    artifact, _ = resolve_model(settings, args.init_from)
+    artifact = resolve_model(args.init_from, lambda: ModelRegistry(settings), allow_path=True).artifact_path
     saved = TaggerConfig.from_dict(json.loads((artifact / CONFIG_FILE).read_text())["model"])
     for name in ("backbone", "attention", "num_layers", "max_length", "lora_r", "lora_alpha"):
         given = getattr(args, name, None)
@@ -147,12 +157,11 @@ def run_train(args: argparse.Namespace) -> int:
     kb_snapshot = None
     bar = TqdmProgress(enabled=True, unit="step")
     if args.dbr != "none":
-        from kb_ingest.kb import KnowledgeBase
-        from retrieval.dbr import build_dbr_sentences
-
-        kb_snapshot = KnowledgeBase(settings).get_snapshot(args.kb_snapshot).id
-        extra = build_dbr_sentences(settings, kb_snapshot, list(config.datasets), args.dbr, config.seed,
-                                    config.data_dir, bar)
+        make = getattr(args, "dbr_sentences", None)
+        if make is None:
+            raise FailedPrecondition("--dbr needs the retrieval package; run it as `vaner train`")
+        kb_snapshot, extra = make(settings, args.kb_snapshot, list(config.datasets), args.dbr, config.seed,
+                                  config.data_dir, bar)
     result = train(config, extra_sentences=extra, progress=bar, resume=not args.no_resume, model=init_model)
     bar.close()
     out = {"run_dir": str(result.run_dir), "artifact": str(result.artifact_dir), "dev": result.dev_metrics,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tagger.data import TAGS
+from vaner.corpus import TAGS
 
 DECODINGS = ("viterbi", "argmax")
 _O, _B, _I = TAGS.index("O"), TAGS.index("B"), TAGS.index("I")

@@ -11,8 +11,8 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 
-from tagger.data import Sentence
 from tagger.model import VanerTagger, WordQuery
+from vaner.corpus import Sentence
 from vaner.errors import InvalidArgument
 from vaner.progress import ProgressCallback, ProgressTracker
 

@@ -13,9 +13,10 @@ Why these choices:
   score (ties: longer span, then earlier start, then category order), so each character gets at
   most one type, as PubTator-style consumers expect. ``all`` keeps every span (a gene name
   that is also a disease name stays listed twice), for users who resolve ambiguity themselves.
-- the model is shared by concurrent gRPC calls; a lock per loaded tagger serialises the forward
-  pass (torch already uses every core for one batch), and :meth:`Extractor.swap` replaces the
-  (tagger, lock) pair atomically, so in-flight calls finish on the model they started with.
+- one :class:`Extractor` per loaded model, used by ``vaner extract`` and by the tagger service
+  (tagger/serving.py) alike, both loading through :func:`load_for_inference`, so the CLI and the
+  service serve the same weights and give the same entities. A lock serialises the forward pass
+  (torch already uses every core for one batch); switching models is the serving core's job.
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from tagger.data import TAGS, tags_to_spans
 from tagger.decoding import DECODINGS, decode_ids
 from tagger.formats import Document, DocumentEntities, Entity, document_sentences
 from tagger.model import VanerTagger, WordQuery
 from vaner.categories import Category
+from vaner.corpus import TAGS, tags_to_spans
 from vaner.errors import InvalidArgument
 from vaner.progress import ProgressCallback, ProgressTracker
 
@@ -54,13 +56,6 @@ class ExtractionStats:
     entities: int
 
 
-@dataclass
-class _Loaded:
-    tagger: VanerTagger
-    lock: threading.Lock
-    model_id: str | None
-
-
 def merge_for_inference(tagger: VanerTagger) -> VanerTagger:
     """Fold the LoRA weights into the base weights, in place, for a tagger that will not train again.
 
@@ -72,6 +67,20 @@ def merge_for_inference(tagger: VanerTagger) -> VanerTagger:
         return tagger
     if hasattr(tagger.backbone, "merge_and_unload"):
         tagger.backbone = tagger.backbone.merge_and_unload()
+    tagger.eval()
+    return tagger
+
+
+def load_for_inference(artifact: str | Path, device: str = "auto", threads: int = 0) -> VanerTagger:
+    """The one way a saved tagger is loaded to serve: weights merged, eval mode, and ``threads``
+    torch CPU threads when set (0 = torch's default). Why one function: the CLI and the gRPC
+    service once loaded differently and the service ran the slower unmerged path."""
+    if threads:
+        import torch
+
+        # On a shared or oversubscribed CPU, fewer intra-op threads avoid OpenMP spin-wait collapse.
+        torch.set_num_threads(threads)
+    tagger = merge_for_inference(VanerTagger.load(artifact, device=device))
     tagger.eval()
     return tagger
 
@@ -106,26 +115,10 @@ class Extractor:
         self.overlap = overlap
         self.link = link
         self.chunk_queries = max(chunk_queries, 1)
-        self._loaded = _Loaded(tagger, threading.Lock(), model_id)
-        self._swap_lock = threading.Lock()
+        self.tagger = tagger
+        self.model_id = model_id
+        self._lock = threading.Lock()
         self.last_stats: ExtractionStats | None = None
-
-    @property
-    def tagger(self) -> VanerTagger:
-        return self._loaded.tagger
-
-    @property
-    def model_id(self) -> str | None:
-        return self._loaded.model_id
-
-    def swap(self, new_tagger: VanerTagger, model_id: str | None = None) -> VanerTagger:
-        """Serve later calls with ``new_tagger``; calls already running keep the old one.
-        Returns the old tagger (the caller may drop it once in-flight calls are done)."""
-        with self._swap_lock:
-            old = self._loaded.tagger
-            self._loaded = _Loaded(new_tagger, threading.Lock(), model_id)
-        log.info("extractor now serves model %s", model_id or "<unnamed>")
-        return old
 
     def extract(self, documents: Sequence[Document], categories: Sequence[Category | str] | None = None,
                 dataset: str | None = None, *, overlap: str | None = None, link: LinkFn | None = None,
@@ -140,7 +133,6 @@ class Extractor:
         resolve_overlaps([], policy)
         link = link if link is not None else self.link
         dataset = dataset.strip() if dataset and dataset.strip() else None
-        loaded = self._loaded  # pinned: a concurrent swap() does not affect this call
 
         per_doc_sents = []
         empty = 0
@@ -164,8 +156,8 @@ class Extractor:
         tracker = ProgressTracker("extract", total=len(queries), callback=progress)
         for i in range(0, len(queries), self.chunk_queries):
             chunk = queries[i: i + self.chunk_queries]
-            with loaded.lock:
-                probs.extend(loaded.tagger.predict_proba(chunk, batch_size=self.batch_size))
+            with self._lock:
+                probs.extend(self.tagger.predict_proba(chunk, batch_size=self.batch_size))
             tracker.advance(len(chunk))
         if progress:
             tracker.finish()
@@ -207,4 +199,5 @@ class Extractor:
         return [dataclasses.replace(d, entities=tuple(e)) for d, e in zip(docs, ents, strict=True)]
 
 
-__all__ = ["Extractor", "ExtractionStats", "LinkFn", "OVERLAP_POLICIES", "merge_for_inference", "resolve_overlaps"]
+__all__ = ["Extractor", "ExtractionStats", "LinkFn", "OVERLAP_POLICIES", "load_for_inference", "merge_for_inference",
+           "resolve_overlaps"]

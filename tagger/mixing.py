@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from tagger.data import Sentence
+from vaner.corpus import Sentence
 
 
 def source_weights(sizes: Sequence[int], temperature: float, factors: Sequence[float] | None = None) -> list[float]:

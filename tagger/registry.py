@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,13 +28,15 @@ from pathlib import Path
 from sqlalchemy import Column, DateTime, Text
 from sqlmodel import Field, Session, SQLModel, select
 
-from vaner.db import get_engine, init_tables
+from vaner.db import get_engine, init_tables, upsert_row
 from vaner.errors import InvalidArgument, NotFound
+from vaner.locks import exclusive_lock
 from vaner.settings import Settings
 
 log = logging.getLogger(__name__)
 
 LATEST = "latest"
+FOLDER = "folder"
 MODEL_CARD = "model_card.json"
 BUNDLED_DEFAULT = Path(__file__).resolve().parent.parent / "models" / "default"
 
@@ -78,8 +81,25 @@ class ModelRecord:
     command: str
     kb_snapshot: str | None
     artifact_path: Path
-    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    status: str = "ready"
+    created_at: datetime
+    status: str = "ready"  # "folder": a saved model used in place, not registered
+
+    @property
+    def registered(self) -> bool:
+        return self.status != FOLDER
+
+    @classmethod
+    def for_folder(cls, path: Path) -> ModelRecord:
+        """A saved model folder used as is (``--model PATH``, a server's configured folder): its id
+        is the path, and what the registry would know comes from its own config and model card."""
+        cfg = json.loads((path / "tagger_config.json").read_text()).get("model", {})
+        card = json.loads((path / MODEL_CARD).read_text()) if (path / MODEL_CARD).exists() else {}
+        created = datetime.fromtimestamp((path / "tagger_config.json").stat().st_mtime, timezone.utc)
+        return cls(id=str(path), latest=False, backbone=str(card.get("backbone", cfg.get("backbone", ""))),
+                   datasets=list(card.get("datasets", [])), template=card.get("template", cfg.get("template", {})),
+                   hyperparameters=card.get("hyperparameters", {}), metrics=card.get("metrics", {}),
+                   command=card.get("command", ""), kb_snapshot=card.get("kb_snapshot"), artifact_path=path,
+                   created_at=created, status=FOLDER)
 
     def to_json(self) -> dict:
         return {"id": self.id, "latest": self.latest, "backbone": self.backbone, "datasets": list(self.datasets),
@@ -172,23 +192,7 @@ class ModelRegistry:
 
     @staticmethod
     def _set_latest(session: Session, model_id: str) -> None:
-        """Upsert the alias row: two first-time promotes racing must not hit a unique violation."""
-        session.flush()
-        dialect = session.get_bind().dialect.name
-        if dialect in ("sqlite", "postgresql"):
-            if dialect == "sqlite":
-                from sqlalchemy.dialects.sqlite import insert
-            else:
-                from sqlalchemy.dialects.postgresql import insert
-            stmt = insert(ModelAlias).values(name=LATEST, model_id=model_id)
-            session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"model_id": model_id}))
-            return
-        alias = session.get(ModelAlias, LATEST)
-        if alias is None:
-            session.add(ModelAlias(name=LATEST, model_id=model_id))
-        else:
-            alias.model_id = model_id
-            session.add(alias)
+        upsert_row(session, ModelAlias, {"name": LATEST}, {"model_id": model_id})
 
     def promote(self, model_id: str) -> ModelRecord:
         with Session(self.engine) as s:
@@ -245,12 +249,8 @@ class ModelRegistry:
         if bundled is None or not (bundled / "tagger_config.json").exists():
             raise NotFound("no model registered and no bundled default model found; "
                            "train one with `vaner train` or pass --model PATH")
-        import fcntl
-
         # Two processes starting on a fresh install must not both register the default.
-        self.settings.locks_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.settings.locks_dir / "registry-bundled.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive_lock(self.settings, "registry-bundled", wait=True):
             with Session(self.engine) as s:
                 latest_id = self._latest_id(s)
                 existing = s.get(ModelRow, latest_id) if latest_id else None
@@ -275,3 +275,23 @@ class ModelRegistry:
             latest_id = self._latest_id(s)
             rows = s.exec(select(ModelRow).order_by(*_NEWEST_FIRST)).all()
             return [self._record(r, latest_id) for r in rows]
+
+
+def resolve_model(ref: str, registry: Callable[[], ModelRegistry], *, allow_path: bool) -> ModelRecord:
+    """The one model resolution of ``vaner extract|eval`` and the tagger service.
+
+    A version id or ``latest`` goes through the registry. A saved model folder is accepted only
+    where ``allow_path`` (the CLI user's own files, the server's own config), never from a network
+    caller, who must not make the server read arbitrary paths. ``registry`` is called only when
+    needed, so ``--model PATH`` never opens the database.
+    """
+    ref = (ref or LATEST).strip()
+    if allow_path:
+        path = Path(ref).expanduser()
+        if path.is_dir() and ((path / "tagger_config.json").exists() or "/" in ref or ref.startswith(".")):
+            if not (path / "tagger_config.json").exists():
+                raise InvalidArgument(f"{path} is not a vaner model folder (no tagger_config.json)")
+            return ModelRecord.for_folder(path)
+    elif "/" in ref or "\\" in ref or len(ref) > 200:
+        raise NotFound(f"unknown model version {ref[:80]!r}")
+    return registry().resolve(ref)

@@ -48,7 +48,7 @@ def vaner_home(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    from tagger.data import default_data_dir
+    from vaner.corpus import default_data_dir
 
     d = default_data_dir()
     if not d.exists():

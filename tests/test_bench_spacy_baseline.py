@@ -22,8 +22,8 @@ from spacy_baseline import (  # noqa: E402
     to_examples,
 )
 
-from tagger.data import Sentence, tags_to_spans  # noqa: E402
 from vaner.categories import Category  # noqa: E402
+from vaner.corpus import Sentence, tags_to_spans  # noqa: E402
 
 CASES = [
     (("Familial", "breast", "cancer", "genes", "."), ("O", "B", "I", "O", "O")),

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from retrieval.dbr import DbrBuilder, DbrParams, assemble, build_dbr_sentences, entity_words, list_sets
+from retrieval.dbr import DbrBuilder, DbrParams, assemble, entity_words, list_sets
 from tests.test_dbr_fakes import FakeKB, write_data_dir
 from vaner.categories import Category
 from vaner.errors import InvalidArgument, NotFound
@@ -131,8 +131,17 @@ def test_bad_inputs(env):
         DbrBuilder(settings, FakeKB()).build(["bc2gm"], data_dir=data)
 
 
-def test_build_dbr_sentences_entry_point(env):
+def test_train_dbr_uses_the_retrainer_dbr_code(env, monkeypatch):
+    """``vaner train --dbr`` gets its sentences from Retrainer.dbr_set, as ``vaner retrain`` does."""
+    import kb_ingest.kb
+    from retrieval.cli import training_dbr
+    from retrieval.retrain import Retrainer
+
     settings, data = env
-    sents = build_dbr_sentences(settings, "latest", ["ncbi"], "retrieved", 0, data, kb=FakeKB())
-    assert sents and all(s.dataset is None for s in sents)
-    assert build_dbr_sentences(settings, "latest", ["ncbi"], "none", 0, data, kb=FakeKB()) == []
+    kb = FakeKB()
+    monkeypatch.setattr(kb_ingest.kb, "KnowledgeBase", lambda s: kb)
+    snap, sents = training_dbr(settings, "latest", ["ncbi"], "retrieved", 0, str(data), None)
+    assert snap == "snap-1" and sents and all(s.dataset is None for s in sents)
+    same = Retrainer(settings, kb=kb).dbr_set(snap, ["ncbi"], "retrieved", 0, str(data))
+    assert same.load() == sents
+    assert training_dbr(settings, "latest", ["ncbi"], "none", 0, str(data), None) == ("snap-1", [])

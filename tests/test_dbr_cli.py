@@ -73,3 +73,26 @@ def test_retrain_cli_with_fake_trainer(patched, capsys, monkeypatch):
     code, out, err = _run(["retrain", "--datasets", "ncbi", "--data-dir", str(data), "--promote-margin", "20",
                            "--json"], capsys)
     assert json.loads(out)["promoted"] is True and reg.latest == json.loads(out)["model"]
+
+
+def test_train_dbr_through_the_dispatcher(patched, capsys, monkeypatch, tmp_path):
+    """``vaner train --dbr`` is composed by the dispatcher: the tagger command gets the Retrainer's
+    DBR sentences without the tagger package importing retrieval."""
+    import types
+
+    import tagger.train
+
+    data, _ = patched
+    seen = {}
+
+    def fake_train(config, *, extra_sentences=(), progress=None, resume=True):
+        seen["extra"] = list(extra_sentences)
+        return types.SimpleNamespace(run_dir=tmp_path / "run", artifact_dir=tmp_path / "run" / "best",
+                                     dev_metrics={"f1": 1.0}, steps=1, tokens_per_second=1.0)
+
+    monkeypatch.setattr(tagger.train, "train", fake_train)
+    code, out, err = _run(["train", "--datasets", "ncbi", "--data-dir", str(data), "--dbr", "retrieved",
+                           "--no-register", "--json", "--output-dir", str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    assert seen["extra"] and all(s.dataset is None for s in seen["extra"])
+    assert json.loads(out)["steps"] == 1

@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from retrieval.retrain import Retrainer, RetrainRequest, compare_f1, exclusive_lock
+from retrieval.retrain import Retrainer, RetrainRequest, compare_f1
 from tests.test_dbr_fakes import FakeKB, FakeRegistry, TrainResult, write_data_dir
 from vaner.errors import AlreadyRunning, InvalidArgument
+from vaner.locks import exclusive_lock
 from vaner.settings import Settings
 
 
@@ -84,21 +85,21 @@ def test_second_retrain_is_refused_while_one_runs(env):
 def test_killed_retrain_releases_the_lock(env):
     settings, _, _ = env
     code = ("import sys,time; sys.path.insert(0, '.');"
-            "from retrieval.retrain import exclusive_lock; from vaner.settings import Settings;"
-            f"cm = exclusive_lock(Settings(home={str(settings.home)!r})); cm.__enter__();"
+            "from vaner.locks import exclusive_lock; from vaner.settings import Settings;"
+            f"cm = exclusive_lock(Settings(home={str(settings.home)!r}), 'retrain'); cm.__enter__();"
             "print('locked', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "locked"
         with pytest.raises(AlreadyRunning) as err:
-            with exclusive_lock(settings):
+            with exclusive_lock(settings, "retrain"):
                 pass
         assert f"pid {proc.pid}" in err.value.message
     finally:
         proc.kill()
         proc.wait()
     time.sleep(0.05)
-    with exclusive_lock(settings):
+    with exclusive_lock(settings, "retrain"):
         pass
 
 

@@ -200,7 +200,7 @@ def test_mrfiles_catches_truncated_copy(kb, tmp_path):
 
 
 def test_second_ingest_while_one_runs_is_refused(kb):
-    with kb._ingest_lock(), pytest.raises(AlreadyRunning, match="another KB ingest is running"):
+    with kb._ingest_lock(), pytest.raises(AlreadyRunning, match="a KB ingest is already running"):
         kb.ingest_umls(FIX / "umls" / "MRCONSO.RRF")
 
 

@@ -97,3 +97,41 @@ def test_postgres_kb_end_to_end(pg_url, tmp_path):
     assert kb.get_snapshot().id == info.id and info.terms == 13
     assert kb.search(["Aspirin"], k=1)[0][0].cui == "C0004057"
     kb.close()
+
+
+def race_first_completes(url: str) -> None:
+    """The ``latest`` pointer row does not exist yet: completes racing to create it must not hit
+    a unique violation (the shared upsert in vaner/db.py), and exactly one wins."""
+    import threading
+
+    ids = [new_snapshot_id() + f"-{i}" for i in range(6)]
+    for sid in ids:
+        SnapshotStore(url).create(_info(sid))
+    errors: list[Exception] = []
+    barrier = threading.Barrier(len(ids))
+
+    def worker(sid: str) -> None:
+        barrier.wait()
+        try:
+            SnapshotStore(url).complete(sid)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(sid,)) for sid in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    listed = SnapshotStore(url).list()
+    assert sum(i.latest for i in listed) == 1 and SnapshotStore(url).latest_id() in ids
+
+
+def test_sqlite_first_completes_race(tmp_path):
+    race_first_completes(f"sqlite:///{tmp_path / 'vaner.db'}")
+
+
+@pytest.mark.postgres
+def test_postgres_first_completes_race(pg_url):
+    race_first_completes(pg_url)
+

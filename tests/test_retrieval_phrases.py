@@ -70,7 +70,7 @@ def test_coverage_on_ncbi_train_is_high(data_dir):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
     from dbr_phrase_coverage import coverage
 
-    from tagger.data import load_dataset
+    from vaner.corpus import load_dataset
 
     train = load_dataset("ncbi", "train", data_dir)
     miner = PhraseMiner().fit(s.words for s in train)

@@ -62,3 +62,64 @@ def test_notify_tagger_and_errors(server, monkeypatch):
     monkeypatch.setenv("VANER_TAGGER_ADDRESS", address)
     tagger_notifier(None)("m8")
     assert loaded[-1] == "m8"
+
+
+def test_retrain_cli_reaches_a_token_secured_stack(tmp_path, monkeypatch, vaner_home, capsys):
+    """``vaner retrain --retrieval-address --tagger-address --token-file``: DBR is built by a
+    Retrieval service and the promoted model is announced to a Tagger service, both behind the
+    bearer-token interceptor, through the same clients every other caller uses."""
+    import json
+
+    import kb_ingest.kb
+    import tagger.registry
+    import tagger.train
+    from services.config import ServeConfig
+    from services.server import start_service
+    from tests.test_dbr_fakes import FakeRegistry, TrainResult
+    from vaner.cli import main
+
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    cfg = ServeConfig.from_dict({"security": {"token_file": str(token)}}, env={})
+    settings = Settings.from_env().ensure()
+    data = write_data_dir(tmp_path / "data")
+    loaded = []
+
+    class Tagger(tagger_pb2_grpc.TaggerServicer):
+        def LoadModel(self, request, context):  # noqa: N802
+            loaded.append(request.version)
+            return common_pb2.ModelVersion(id=request.version, latest=True)
+
+    def retrieval(server, config):
+        retrieval_pb2_grpc.add_RetrievalServicer_to_server(RetrievalServicer(settings, FakeKB()), server)
+        return []
+
+    def tagger_(server, config):
+        tagger_pb2_grpc.add_TaggerServicer_to_server(Tagger(), server)
+        return []
+
+    r = start_service("retrieval", cfg, port=0, builders={"retrieval": retrieval})
+    t = start_service("tagger", cfg, port=0, builders={"tagger": tagger_})
+    kb = FakeKB()
+    monkeypatch.setattr(kb_ingest.kb, "KnowledgeBase", lambda s: kb)
+    monkeypatch.setattr(tagger.registry, "ModelRegistry", lambda s: FakeRegistry())
+    seen = {}
+
+    def fake_train(config, *, extra_sentences=(), progress=None):
+        seen["extra"] = len(extra_sentences)
+        art = config.run_dir / "best"
+        art.mkdir(parents=True, exist_ok=True)
+        return TrainResult(art, {"f1": 80.0})
+
+    monkeypatch.setattr(tagger.train, "train", fake_train)
+    argv = ["retrain", "--datasets", "ncbi", "--data-dir", str(data), "--json",
+            "--retrieval-address", f"127.0.0.1:{r.port}", "--tagger-address", f"127.0.0.1:{t.port}"]
+    try:
+        assert main(argv) == 7  # no token: UNAUTHENTICATED from the Retrieval service, exit code 7
+        assert "retrieval service at" in capsys.readouterr().err
+        assert main([*argv, "--token-file", str(token)]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["promoted"] and out["notified"] == "ok" and loaded == [out["model"]] and seen["extra"] > 0
+    finally:
+        r.stop(0)
+        t.stop(0)

@@ -94,7 +94,8 @@ def call(channel, kind: str, payload: bytes = b"x", metadata=()):
 DOMAIN = [(E.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT), (E.NotFound, grpc.StatusCode.NOT_FOUND),
           (E.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION), (E.AlreadyRunning, grpc.StatusCode.ABORTED),
           (E.Unavailable, grpc.StatusCode.UNAVAILABLE), (E.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
-          (E.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED), (E.VanerError, grpc.StatusCode.INTERNAL)]
+          (E.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED), (E.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+          (E.VanerError, grpc.StatusCode.INTERNAL)]
 KINDS = ["U", "US", "SU", "SS"]
 KEY = {"U": "unary", "US": "unary_stream", "SU": "stream_unary", "SS": "stream_stream"}
 
@@ -141,6 +142,20 @@ def test_undecodable_request_is_invalid_argument(channels, kind):
     with pytest.raises(grpc.RpcError) as info:
         call(channels["open"], kind, payload=b"\xff\xfe")
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(("klass", "code"), DOMAIN[:-1] + [(E.Cancelled, grpc.StatusCode.CANCELLED),
+                                                           (E.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED)])
+def test_one_table_both_ways(klass, code):
+    """What the interceptor sends is what a client rebuilds: the same class, hence the same exit code."""
+    assert status_for(klass("m")) is code
+    back = E.error_for_status(code.name, "m")
+    assert type(back) is klass and back.exit_code == klass.exit_code
+
+
+def test_unmapped_status_becomes_service_error():
+    err = E.error_for_status("UNIMPLEMENTED", "no")
+    assert isinstance(err, E.ServiceError) and err.code == "UNIMPLEMENTED" and err.message == "no"
 
 
 def test_success_passes_through(channels):

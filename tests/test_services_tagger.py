@@ -3,6 +3,7 @@ back end so each test takes milliseconds)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -15,9 +16,10 @@ from clients import TaggerClient
 from clients.types import Progress, RetrainResult
 from services.config import ServeConfig
 from services.server import start_service
-from services.tagger_core import DocumentResult, Entity, Limits, MicroBatcher, RetrainParams, TaggerCore
-from services.tagger_servicer import TaggerServicer
+from services.tagger_servicer import TaggerServicer, retrain_request_from_proto
 from services.testing import register_model
+from tagger.formats import Document, Entity
+from tagger.serving import Limits, MicroBatcher, TaggerCore
 from vaner import errors as E
 from vaner.progress import ProgressEvent
 from vaner.settings import Settings
@@ -33,11 +35,12 @@ def fake_backend(path, device, batch_size, delay=lambda: 0.0):
         if delay():
             time.sleep(delay())
         out = []
-        for doc_id, text in documents:
-            PROCESSED.append((name, doc_id))
-            word = text.split()[0]
-            start = text.index(word)
-            out.append(DocumentResult(doc_id, (Entity(start, start + len(word), word, categories[0].value, 0.9),)))
+        for doc in documents:
+            PROCESSED.append((name, doc.id))
+            word = doc.text.split()[0]
+            start = doc.text.index(word)
+            entity = Entity(start, start + len(word), word, categories[0].value, 0.9)
+            out.append(dataclasses.replace(doc, entities=(entity,)))
         return out
 
     return run
@@ -58,7 +61,7 @@ def stack(tmp_path):
     state = {"delay": 0.0, "retrain": None}
     core = TaggerCore(Settings(home=home), batch_size=8, limits=Limits(max_documents=16, max_text_chars=1000),
                       backend_factory=lambda p, d, b: fake_backend(p, d, b, lambda: state["delay"]),
-                      retrain_fn=lambda *a, **k: state["retrain"](*a, **k))
+                      retrain_fn=lambda request, progress: state["retrain"](request, progress))
     cfg = ServeConfig.from_dict({"server": {"max_receive_message_bytes": 64 * 1024}}, env={})
 
     def build(server, config):
@@ -195,8 +198,9 @@ def test_hot_swap_under_concurrent_load_loses_nothing(stack):
 def test_retrain_streams_progress_then_loads_promoted(stack, tmp_path):
     home = stack["home"]
 
-    def retrain(settings, params, *, progress, **_):
-        assert params.kb_snapshot == "s-1" and params.datasets == ("ncbi",) and params.overrides == {"epochs": 1}
+    def retrain(request, progress):
+        assert request.kb_snapshot == "s-1" and request.datasets == ("ncbi",)
+        assert request.train_overrides == {"epochs": 1} and request.command == "Tagger.Retrain"
         for i in range(3):
             progress(ProgressEvent("train", i, 3, 1.0, 2.0, f"step {i}"))
         rec = register_model(home, fake_artifact(tmp_path, "a3"), promote=True)
@@ -214,7 +218,7 @@ def test_retrain_streams_progress_then_loads_promoted(stack, tmp_path):
 def test_retrain_refuses_a_second_and_reports_failures(stack):
     gate = threading.Event()
 
-    def slow(settings, params, *, progress, **_):
+    def slow(request, progress):
         progress(ProgressEvent("train", 0, None, 0.0, None, "started"))
         gate.wait(10)
         raise E.FailedPrecondition("no KB snapshot")
@@ -241,21 +245,21 @@ def test_micro_batcher_coalesces_and_propagates_errors():
     def fn(docs, cats):
         calls.append(len(docs))
         time.sleep(0.02)
-        if any(t == "boom" for _, t in docs):
+        if any(d.text == "boom" for d in docs):
             raise E.InvalidArgument("boom")
-        return [DocumentResult(i, ()) for i, _ in docs]
+        return list(docs)
 
     b = MicroBatcher(fn, max_documents=64, max_wait_ms=20)
     from vaner.categories import Category
 
-    futs = [b.submit([(str(i), "t")], [Category.GENE]) for i in range(20)]
+    futs = [b.submit([Document(str(i), "t")], [Category.GENE]) for i in range(20)]
     assert [f.result(5)[0].id for f in futs] == [str(i) for i in range(20)]
     assert len(calls) < 20  # coalesced
-    bad = b.submit([("x", "boom")], [Category.GENE])
+    bad = b.submit([Document("x", "boom")], [Category.GENE])
     with pytest.raises(E.InvalidArgument):
         bad.result(5)
     # a failing document fails only its own request, not the others coalesced with it
-    mixed = [b.submit([(str(i), "boom" if i == 3 else "t")], [Category.GENE]) for i in range(8)]
+    mixed = [b.submit([Document(str(i), "boom" if i == 3 else "t")], [Category.GENE]) for i in range(8)]
     for i, f in enumerate(mixed):
         if i == 3:
             with pytest.raises(E.InvalidArgument):
@@ -264,12 +268,17 @@ def test_micro_batcher_coalesces_and_propagates_errors():
             assert f.result(5)[0].id == str(i)
     b.close()
     with pytest.raises(E.Unavailable):
-        b.submit([("y", "t")], [Category.GENE])
+        b.submit([Document("y", "t")], [Category.GENE])
 
 
-def test_retrain_params_validation():
+def test_retrain_request_from_proto():
     with pytest.raises(E.InvalidArgument):
-        RetrainParams(promote_margin=-1)
+        retrain_request_from_proto(tagger_pb2.RetrainRequest(promote_margin=-1))
+    with pytest.raises(E.InvalidArgument, match="train_overrides"):
+        retrain_request_from_proto(tagger_pb2.RetrainRequest(config_json='{"train_overrides": 3}'))
+    req = retrain_request_from_proto(tagger_pb2.RetrainRequest(
+        config_json='{"seed": 3, "epochs": 1, "train_overrides": {"lr": 0.1}}'))
+    assert req.seed == 3 and req.train_overrides == {"lr": 0.1, "epochs": 1} and req.datasets == ("ncbi", "s800")
 
 
 def test_reflection_lists_the_services(stack):

@@ -16,10 +16,10 @@ from vaner.cli_common import add_global_args, run_cli
 NCBI_SAMPLE = "Breast\tB-Disease\ncancer\tI-Disease\nrisk\tO\n\nBRCA1\tO\nmutations\tO\n.\tO\n\n"
 
 
-def main(argv):
+def main(argv, linker=None):
     parser = argparse.ArgumentParser(prog="vaner")
     add_global_args(parser)
-    cli_infer.register(parser.add_subparsers(dest="command"))
+    cli_infer.register(parser.add_subparsers(dest="command"), linker=linker)
     return run_cli(parser, argv)
 
 
@@ -112,8 +112,8 @@ def test_remote_uses_the_tagger_client(vaner_home, monkeypatch, capsys):
     calls = {}
 
     class FakeClient:
-        def __init__(self, address):
-            calls["address"] = address
+        def __init__(self, address, options=None):
+            calls["address"], calls["token_file"] = address, options.token_file
 
         def extract(self, documents, categories=None, timeout=None):
             calls["docs"], calls["cats"] = documents, categories
@@ -123,10 +123,12 @@ def test_remote_uses_the_tagger_client(vaner_home, monkeypatch, capsys):
             calls["closed"] = True
 
     monkeypatch.setitem(sys.modules, "clients.tagger", types.SimpleNamespace(TaggerClient=FakeClient))
-    assert main(["extract", "Fever and cough.", "--remote", "host:50051", "--types", "Disease"]) == 0
+    assert main(["extract", "Fever and cough.", "--remote", "host:50051", "--types", "Disease",
+                 "--token-file", "/run/token"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out[0]["entities"] == [{"start": 0, "end": 5, "text": "Fever", "type": "Disease", "score": 0.8}]
-    assert calls["address"] == "host:50051" and calls["docs"] == [("doc1", "Fever and cough.")]
+    assert calls["address"] == "host:50051" and calls["token_file"] == "/run/token"
+    assert calls["docs"] == [("doc1", "Fever and cough.")]
     assert [c.value for c in calls["cats"]] == ["Disease"] and calls["closed"]
     assert main(["extract", "x", "--remote", "host:1", "--link"]) == 4
     assert "--link with --remote" in capsys.readouterr().err
@@ -175,7 +177,6 @@ def test_models_list_and_promote(registered, tiny_model, capsys):
 
 
 def test_extract_link_wires_the_kb_linker(tiny_model, vaner_home, monkeypatch, capsys):
-    import sys
     import types
 
     seen = {}
@@ -192,13 +193,20 @@ def test_extract_link_wires_the_kb_linker(tiny_model, vaner_home, monkeypatch, c
         seen.update(k=k, snapshot=snapshot, n=len(texts), cats=categories)
         return [[{"cui": "C0006142", "name": t, "score": 0.9}] for t in texts]
 
-    monkeypatch.setitem(sys.modules, "kb_ingest.kb", types.SimpleNamespace(KnowledgeBase=FakeKB))
-    monkeypatch.setitem(sys.modules, "retrieval.linking", types.SimpleNamespace(link_spans=fake_link_spans))
+    import kb_ingest.kb
+    import retrieval.linking
+    from retrieval.cli import kb_linker
+
+    monkeypatch.setattr(kb_ingest.kb, "KnowledgeBase", FakeKB)
+    monkeypatch.setattr(retrieval.linking, "link_spans", fake_link_spans)
     text = "Breast cancer and fever in BRCA1 carriers treated with aspirin."
-    assert main(["extract", text, "--model", str(tiny_model), "--link", "--link-k", "3", "--overlap", "all"]) == 0
+    argv = ["extract", text, "--model", str(tiny_model), "--link", "--link-k", "3", "--overlap", "all"]
+    assert main(argv) == 4  # built without a linker (the tagger package alone): a clear refusal
+    assert "--link needs the knowledge base" in capsys.readouterr().err
+    assert main(argv, linker=kb_linker) == 0
     out = json.loads(capsys.readouterr().out)[0]
     assert seen["snapshot_ref"] == "latest"
     if out["entities"]:
         assert seen["k"] == 3 and seen["snapshot"] == "s-42" and seen["n"] == len(out["entities"])
         assert all(e["concepts"][0]["cui"] == "C0006142" for e in out["entities"])
-    assert main(["extract", "x", "--model", str(tiny_model), "--link", "--link-k", "0"]) == 2
+    assert main(["extract", "x", "--model", str(tiny_model), "--link", "--link-k", "0"], linker=kb_linker) == 2

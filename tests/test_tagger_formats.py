@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from tagger.data import read_conll
 from tagger.formats import (
     Document,
     Entity,
@@ -20,6 +19,7 @@ from tagger.formats import (
     to_pubtator,
     write_documents,
 )
+from vaner.corpus import read_conll
 from vaner.errors import InvalidArgument, NotFound
 
 PUBTATOR = """\

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tagger.data import Sentence
 from tagger.evaluate import evaluate
 from tagger.metrics import entity_prf
 from vaner.categories import Category
+from vaner.corpus import Sentence
 from vaner.errors import InvalidArgument
 
 

@@ -86,7 +86,7 @@ def test_sentences_never_overlap(parts):
 @pytest.mark.parametrize("name", ["ncbi", "bc2gm", "s800"])
 def test_tokeniser_reproduces_the_training_tokenisation(data_dir, name):
     """Re-tokenising a test sentence joined by spaces gives back its words (MTL-style corpora)."""
-    from tagger.data import load_dataset
+    from vaner.corpus import load_dataset
 
     sents = load_dataset(name, "test", data_dir)[:500]
     same = sum([t.text for t in tokenize(" ".join(s.words))] == list(s.words) for s in sents)

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from tagger.config import TaggerConfig, TrainConfig
-from tagger.data import Sentence
 from tagger.mixing import epoch_plan, length_bucketed_batches, source_weights
 from tagger.train import train
 from vaner.categories import Category
+from vaner.corpus import Sentence
 from vaner.errors import InvalidArgument
 
 

@@ -25,6 +25,23 @@ def add_global_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
 
 
+def add_client_args(parser: argparse.ArgumentParser) -> None:
+    """Flags of commands that call a vaner service (``--remote``, ``--*-address``), so they can reach
+    a stack secured as docs/services.md describes. Read back with :func:`client_flags`."""
+    g = parser.add_argument_group("service connection")
+    g.add_argument("--token-file", default=None,
+                   help="file with the bearer token the services expect (default $VANER_CLIENT_TOKEN_FILE)")
+    g.add_argument("--tls-ca", default=None,
+                   help="PEM CA of the services' certificate; turns TLS on (default $VANER_CLIENT_TLS_CA)")
+    g.add_argument("--tls-server-name", default=None, help="name to expect in the services' certificate")
+
+
+def client_flags(args: argparse.Namespace) -> dict[str, str | None]:
+    """``clients.ClientOptions.from_env(**client_flags(args))``: flags first, then VANER_CLIENT_*."""
+    return {"token_file": getattr(args, "token_file", None), "tls_ca": getattr(args, "tls_ca", None),
+            "server_name": getattr(args, "tls_server_name", None)}
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings.from_env(home=getattr(args, "home", None), db_url=getattr(args, "db_url", None),
                              qdrant_url=getattr(args, "qdrant_url", None))

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
-from sqlmodel import SQLModel, create_engine
+from sqlmodel import Session, SQLModel, create_engine
 
 from vaner.errors import Unavailable
 from vaner.permissions import create_private_file
@@ -53,6 +54,30 @@ def init_tables(engine: Engine, tables: list) -> None:
     except OperationalError as exc:
         safe = make_url(str(engine.url)).render_as_string(hide_password=True)
         raise Unavailable(f"cannot reach the SQL database at {safe}: {exc.orig}") from exc
+
+
+def upsert_row(session: Session, table: type[SQLModel], key: dict[str, Any], values: dict[str, Any]) -> None:
+    """Insert the row whose primary key is ``key``, or update ``values`` on it, in ONE statement
+    where the dialect has one (SQLite, PostgreSQL). Why: pointer rows such as ``latest`` are
+    written by concurrent processes, and get-then-insert lets two first-time writers race into a
+    unique violation. Pending changes are flushed first, so a row the pointer references exists."""
+    session.flush()
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        stmt = insert(table).values(**key, **values)
+        session.execute(stmt.on_conflict_do_update(index_elements=list(key), set_=values))
+        return
+    row = session.get(table, tuple(key.values()) if len(key) > 1 else next(iter(key.values())))
+    if row is None:
+        row = table(**key, **values)
+    else:
+        for name, value in values.items():
+            setattr(row, name, value)
+    session.add(row)
 
 
 def dispose_all() -> None:

@@ -1,7 +1,9 @@
-"""Domain errors. Every error a user can cause derives from :class:`VanerError`, which carries the
-gRPC status code name it maps to; the CLI prints ``message`` on one line and exits non-zero, and
-the one gRPC interceptor (services/interceptors.py) turns it into a status. Core code therefore
-never imports grpc.
+"""Domain errors, and the one table between them and gRPC status codes.
+
+Every error a user can cause derives from :class:`VanerError`, which carries the gRPC status code
+name it maps to; the CLI prints ``message`` on one line and exits non-zero, the one gRPC
+interceptor (services/interceptors.py) turns it into a status, and clients turn a status back into
+the same class with :func:`error_for_status`. Core code therefore never imports grpc.
 """
 
 from __future__ import annotations
@@ -77,3 +79,32 @@ class Cancelled(VanerError):
 
     code = "CANCELLED"
     exit_code = 130
+
+
+class DeadlineExceeded(VanerError):
+    """The caller's deadline passed before the work finished."""
+
+    code = "DEADLINE_EXCEEDED"
+    exit_code = 6
+
+
+class ServiceError(VanerError):
+    """A status from another service with no closer domain error (INTERNAL, UNIMPLEMENTED...);
+    ``code`` is set to that status's name."""
+
+
+# Status code name -> the domain error a remote service raised; the reverse of each class's ``code``.
+_BY_STATUS: dict[str, type[VanerError]] = {
+    cls.code: cls for cls in (InvalidArgument, NotFound, FailedPrecondition, AlreadyRunning, Unavailable,
+                              ResourceExhausted, Unauthenticated, PermissionDenied, Cancelled, DeadlineExceeded)}
+
+
+def error_for_status(code: str, message: str) -> VanerError:
+    """The domain error for a gRPC status code name, so a remote failure reads like a local one
+    (same class, same CLI exit code); an unmapped status becomes :class:`ServiceError`."""
+    klass = _BY_STATUS.get(code)
+    if klass is not None:
+        return klass(message)
+    err = ServiceError(message)
+    err.code = code
+    return err
