@@ -49,13 +49,24 @@ def tiny_tagger(tiny_backbone):
 
 def test_decoding_offsets_scores_and_conlleval_semantics():
     rules = {Category.DISEASE: {"breast": ("B", 0.8), "cancer": ("I", 0.6), "colitis": ("I", 0.7)}}
-    ex = Extractor(ScriptedTagger(rules))
+    ex = Extractor(ScriptedTagger(rules), decoding="argmax")
     text = "Risk of breast  cancer and colitis."
     (doc,) = ex.extract([Document("d", text)], [Category.DISEASE])
     assert [(e.start, e.end, e.text, e.type) for e in doc.entities] == [
         (8, 22, "breast  cancer", "Disease"), (27, 34, "colitis", "Disease")]  # I after O opens an entity
     assert doc.entities[0].score == pytest.approx(0.7)  # mean of 0.8 and 0.6
     assert doc.entities[1].score == pytest.approx(0.7)
+
+
+def test_viterbi_decoding_never_lets_i_start_an_entity():
+    # "cancer" is I with 0.4, O with 0.35: argmax reads "of cancer" as O I (an entity opened by I);
+    # the constrained decoder must pick O or B for it (never an entity that an I opens)
+    rules = {Category.DISEASE: {"cancer": ("I", 0.4)}}
+    text = "Risk of cancer today."
+    (doc,) = Extractor(ScriptedTagger(rules)).extract([Document("d", text)], [Category.DISEASE])
+    assert all(e.text != "cancer" or e.score < 0.4 for e in doc.entities)
+    (am,) = Extractor(ScriptedTagger(rules), decoding="argmax").extract([Document("d", text)], [Category.DISEASE])
+    assert [e.text for e in am.entities] == ["cancer"]
 
 
 def test_overlap_policy_best_keeps_higher_score_and_all_keeps_everything():
