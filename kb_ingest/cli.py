@@ -2,7 +2,7 @@
 
 Output contract: with ``--json`` exactly one JSON value goes to stdout and everything else
 (progress bars, warnings) to stderr, so the command can be piped into ``jq`` or another program.
-Errors are one ``error: ...`` line and a non-zero exit (vaner.cli_common.run_cli).
+Errors are one ``error: ...`` line and a non-zero exit (vaner.cli_common.run_app).
 """
 
 from __future__ import annotations
@@ -11,12 +11,25 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from kb_ingest.rrf import check_file
 from vaner.categories import Category
-from vaner.cli_common import add_global_args, print_json, run_cli, settings_from_args
+from vaner.cli_common import (
+    JSON_HELP,
+    callback,
+    command,
+    invoke,
+    new_app,
+    option,
+    print_json,
+    run_app,
+    settings_from_args,
+)
 from vaner.errors import InvalidArgument
-from vaner.progress import TqdmProgress
+from vaner.progress import ProgressBars, ProgressTracker
 
 SEARCH_CHUNK = 4096
 
@@ -27,8 +40,8 @@ def _kb(args: argparse.Namespace):  # noqa: ANN202 - KnowledgeBase, imported laz
     return KnowledgeBase(settings_from_args(args))
 
 
-def _progress(args: argparse.Namespace) -> TqdmProgress:
-    return TqdmProgress(enabled=not args.quiet and sys.stderr.isatty() or args.progress, unit="row")
+def _progress(args: argparse.Namespace) -> ProgressBars:
+    return ProgressBars(enabled=not args.quiet and sys.stderr.isatty() or args.progress, unit="row")
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -136,9 +149,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     cats = Category.parse_list(_split(args.category)) if args.category else None
     results: list[list] = []
     kb.get_snapshot(args.snapshot)  # an unknown snapshot fails even for an input of blank lines
-    for start in range(0, len(queries), SEARCH_CHUNK):  # bounded memory for a long list
-        results.extend(kb.search(queries[start:start + SEARCH_CHUNK], snapshot=args.snapshot, categories=cats,
-                                 k=args.k, encoder=args.encoder, one_per_concept=args.per_concept))
+    with ProgressBars(enabled=len(queries) > SEARCH_CHUNK and sys.stderr.isatty(), unit="query") as bar:
+        tracker = ProgressTracker("search", len(queries), bar)
+        for start in range(0, len(queries), SEARCH_CHUNK):  # bounded memory for a long list
+            chunk = queries[start:start + SEARCH_CHUNK]
+            results.extend(kb.search(chunk, snapshot=args.snapshot, categories=cats, k=args.k, encoder=args.encoder,
+                                     one_per_concept=args.per_concept))
+            tracker.advance(len(chunk))
+        tracker.finish()
     if args.json:
         if args.input is None:
             print_json([h.to_json() for h in results[0]])
@@ -211,105 +229,160 @@ def cmd_drop(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sub_globals(sp: argparse.ArgumentParser) -> None:
-    """The global flags also after the subcommand; SUPPRESS keeps a flag given before it."""
-    g = sp.add_argument_group("state")
-    g.add_argument("--home", default=argparse.SUPPRESS, help="state directory (default $VANER_HOME)")
-    g.add_argument("--db-url", default=argparse.SUPPRESS, help="SQL database URL (default SQLite in home)")
-    g.add_argument("--qdrant-url", default=argparse.SUPPRESS, help="Qdrant server URL (default embedded)")
-    sp.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
+# ---- the command line ------------------------------------------------------------------------------
+ENCODER_HELP = ("alias (all-MiniLM-L6-v2, sapbert), candidate (minilm-onnx, minilm-onnx-int8, minilm-m2v: built offline "
+                "on first use), an encoder under $VANER_HOME/encoders, a local model directory, or a hub id (e.g. "
+                "cambridgeltl/SapBERT-from-PubMedBERT-fulltext); default all-MiniLM-L6-v2")
+JSON = option("json", bool, False, "--json", help=JSON_HELP)
+BARS = [option("quiet", bool, False, "-q", "--quiet", help="no progress bar"),
+        option("progress", bool, False, "--progress", help="progress bar even when stderr is not a terminal")]
+INGEST = [option("encoder", str | None, None, "--encoder", help=ENCODER_HELP), *BARS, JSON]
+CATEGORIES = ", ".join(c.value for c in Category)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kb-ingest", description="Build and query versioned vaner KB snapshots.")
-    add_global_args(p)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+def umls_command(
+    ctx: typer.Context,
+    mrconso: Annotated[str, typer.Argument(
+        metavar="MRCONSO", show_default=False,
+        help="path to MRCONSO.RRF or MRCONSO.RRF.gz (read as a stream, never unpacked)")],
+    mrsty: Annotated[str | None, typer.Option("--mrsty", help="MRSTY.RRF or .gz (default: beside MRCONSO)")] = None,
+    lang: Annotated[list[str] | None, typer.Option(
+        "--lang", help="languages to keep, e.g. ENG or ENG,SPA (default ENG)")] = None,
+    sab: Annotated[list[str] | None, typer.Option(
+        "--sab", help="keep only these source vocabularies, e.g. MSH,SNOMEDCT_US")] = None,
+    exclude_sab: Annotated[list[str] | None, typer.Option("--exclude-sab", help="drop these source vocabularies")] = None,
+    keep_suppressed: Annotated[bool, typer.Option(
+        "--keep-suppressed", help="keep atoms with SUPPRESS in O,E,Y")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="fail at the first malformed line")] = False,
+    max_seq_length: Annotated[int | None, typer.Option(
+        "--max-seq-length", help="truncate terms to this many tokens (default: the encoder's own limit); recorded "
+                                 "and reused for queries")] = None,
+    encode_batch_size: Annotated[int | None, typer.Option(
+        "--encode-batch-size", help="terms per encoder call (default 256)")] = None,
+    **_: object,
+) -> None:
+    """Ingest a UMLS release (MRCONSO.RRF + MRSTY.RRF) as a new snapshot."""
+    invoke(ctx, cmd_umls)
 
-    def common(sp: argparse.ArgumentParser, ingest: bool = False) -> None:
-        sp.add_argument("--json", action="store_true", help="print exactly one JSON value on stdout")
-        _sub_globals(sp)
-        if ingest:
-            sp.add_argument("--encoder", default=None,
-                            help="alias (all-MiniLM-L6-v2, sapbert), candidate (minilm-onnx, minilm-onnx-int8, "
-                                 "minilm-m2v: built offline on first use), an encoder under $VANER_HOME/encoders, "
-                                 "a local model directory, or a hub id (e.g. cambridgeltl/SapBERT-from-PubMedBERT-"
-                                 "fulltext); default all-MiniLM-L6-v2")
-            sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-            sp.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
 
-    u = sub.add_parser("umls", help="ingest a UMLS release (MRCONSO.RRF + MRSTY.RRF)")
-    u.add_argument("mrconso", help="path to MRCONSO.RRF or MRCONSO.RRF.gz (read as a stream, never unpacked)")
-    u.add_argument("--mrsty", default=None, help="MRSTY.RRF[.gz] (default: beside MRCONSO)")
-    u.add_argument("--lang", action="append", help="languages to keep, e.g. ENG or ENG,SPA (default ENG)")
-    u.add_argument("--sab", action="append", help="keep only these source vocabularies, e.g. MSH,SNOMEDCT_US")
-    u.add_argument("--exclude-sab", action="append", help="drop these source vocabularies")
-    u.add_argument("--keep-suppressed", action="store_true", help="keep atoms with SUPPRESS in O,E,Y")
-    u.add_argument("--strict", action="store_true", help="fail at the first malformed line")
-    u.add_argument("--max-seq-length", type=int, default=None,
-                   help="truncate terms to this many tokens (default: the encoder's own limit); recorded and "
-                        "reused for queries")
-    u.add_argument("--encode-batch-size", type=int, default=None, help="terms per encoder call (default 256)")
-    common(u, ingest=True)
-    u.set_defaults(func=cmd_umls)
+def dataset_command(
+    ctx: typer.Context,
+    paths: Annotated[list[str], typer.Argument(
+        metavar="PATH", help="CoNLL files (token<TAB>tag)", show_default=False)],
+    type: Annotated[str, typer.Option("--type", help=f"entity category: {CATEGORIES}", show_default=False)],
+    base: Annotated[str, typer.Option("--base", help="snapshot to extend (latest, if any)")] = "latest",
+    no_base: Annotated[bool, typer.Option("--no-base", help="a snapshot of the dataset entities only")] = False,
+    **_: object,
+) -> None:
+    """Add the entity strings of CoNLL training files."""
+    invoke(ctx, cmd_dataset)
 
-    d = sub.add_parser("dataset", help="add the entity strings of CoNLL training files")
-    d.add_argument("paths", nargs="+", help="CoNLL files (token<TAB>tag)")
-    d.add_argument("--type", required=True, help="entity category: " + ", ".join(c.value for c in Category))
-    d.add_argument("--base", default="latest", help="snapshot to extend (default latest, if any)")
-    d.add_argument("--no-base", action="store_true", help="a snapshot of the dataset entities only")
-    common(d, ingest=True)
-    d.set_defaults(func=cmd_dataset)
 
-    s = sub.add_parser("snapshots", help="list snapshots")
-    common(s)
-    s.set_defaults(func=cmd_snapshots)
+def snapshots_command(ctx: typer.Context, **_: object) -> None:
+    """List snapshots."""
+    invoke(ctx, cmd_snapshots)
 
-    q = sub.add_parser("search", help="nearest KB terms to a text, or to each line of a file")
-    q.add_argument("text", nargs="?", default=None, help="one query (or use --input)")
-    q.add_argument("--input", default=None,
-                   help="file with one query per line ('-' = stdin); an empty line gets an empty hit list. "
-                        "With --json: one list of hit lists, in input order")
-    q.add_argument("--snapshot", default="latest")
-    q.add_argument("--category", action="append", help="filter: " + ", ".join(c.value for c in Category))
-    q.add_argument("-k", type=int, default=10)
-    q.add_argument("--per-concept", action="store_true",
-                   help="the best name of each of the top-k concepts (normalising terms) instead of the top-k names")
-    q.add_argument("--encoder", default=None, help="must match the snapshot's encoder (checked)")
-    common(q)
-    q.set_defaults(func=cmd_search)
 
-    a = sub.add_parser("align", help="fine-tune an encoder on a snapshot's synonym sets (SapBERT-style) and "
-                                     "re-encode the snapshot with it")
-    a.add_argument("--snapshot", default="latest", help="snapshot whose synonym sets train the encoder")
-    a.add_argument("--base", default=None, help="encoder to start from (default: the snapshot's); sentence-"
-                                                "transformers or model2vec")
-    a.add_argument("--budget-minutes", type=float, default=10.0, help="wall-clock training budget (default 10)")
-    a.add_argument("--max-steps", type=int, default=1000, help="at most this many steps (default 1000)")
-    a.add_argument("--batch-size", type=int, default=64, help="concepts per step; the others are its negatives")
-    a.add_argument("--lr", type=float, default=None, help="learning rate (default 2e-5 transformer, 0.05 static)")
-    a.add_argument("--max-concepts", type=int, default=None, help="train on a seeded sample of this many concepts")
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--no-reencode", action="store_true", help="only train and record the encoder")
-    a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    a.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
-    common(a)
-    a.set_defaults(func=cmd_align)
+def search_command(
+    ctx: typer.Context,
+    text: Annotated[str | None, typer.Argument(
+        metavar="TEXT", help="one query (or use --input)", show_default=False)] = None,
+    input: Annotated[str | None, typer.Option(
+        "--input", help="file with one query per line ('-' = stdin); an empty line gets an empty hit list. "
+                        "With --json: one list of hit lists, in input order")] = None,
+    snapshot: Annotated[str, typer.Option("--snapshot", help="snapshot id or 'latest'")] = "latest",
+    category: Annotated[list[str] | None, typer.Option("--category", help=f"filter: {CATEGORIES}")] = None,
+    k: Annotated[int, typer.Option("-k", help="hits per query")] = 10,
+    per_concept: Annotated[bool, typer.Option(
+        "--per-concept", help="the best name of each of the top-k concepts (normalising terms) instead of the "
+                              "top-k names")] = False,
+    encoder: Annotated[str | None, typer.Option("--encoder", help="must match the snapshot's encoder (checked)")] = None,
+    **_: object,
+) -> None:
+    """Nearest KB terms to a text, or to each line of a file."""
+    invoke(ctx, cmd_search)
 
-    e = sub.add_parser("encoders", help="list encoder candidates and recorded encoders; --build one")
-    e.add_argument("--build", default=None, metavar="NAME", help="build a candidate now (offline): minilm-onnx, "
-                                                                "minilm-onnx-int8, minilm-m2v")
-    common(e)
-    e.set_defaults(func=cmd_encoders)
 
-    r = sub.add_parser("drop", help="delete a snapshot and its vectors")
-    r.add_argument("snapshot", help="snapshot id or 'latest'")
-    common(r)
-    r.set_defaults(func=cmd_drop)
-    return p
+def align_command(
+    ctx: typer.Context,
+    snapshot: Annotated[str, typer.Option("--snapshot", help="snapshot whose synonym sets train the encoder")] = "latest",
+    base: Annotated[str | None, typer.Option(
+        "--base", help="encoder to start from (default: the snapshot's); sentence-transformers or model2vec")] = None,
+    budget_minutes: Annotated[float, typer.Option("--budget-minutes", help="wall-clock training budget")] = 10.0,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="at most this many steps")] = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="concepts per step; the others are its negatives")] = 64,
+    lr: Annotated[float | None, typer.Option(
+        "--lr", help="learning rate (default 2e-5 transformer, 0.05 static)")] = None,
+    max_concepts: Annotated[int | None, typer.Option(
+        "--max-concepts", help="train on a seeded sample of this many concepts")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="sampling and init seed")] = 0,
+    no_reencode: Annotated[bool, typer.Option("--no-reencode", help="only train and record the encoder")] = False,
+    **_: object,
+) -> None:
+    """Fine-tune an encoder on a snapshot's synonym sets (SapBERT-style) and re-encode the snapshot with it."""
+    invoke(ctx, cmd_align)
+
+
+def encoders_command(
+    ctx: typer.Context,
+    build: Annotated[str | None, typer.Option(
+        "--build", metavar="NAME",
+        help="build a candidate now (offline): minilm-onnx, minilm-onnx-int8, minilm-m2v")] = None,
+    **_: object,
+) -> None:
+    """List encoder candidates and recorded encoders; --build one."""
+    invoke(ctx, cmd_encoders)
+
+
+def drop_command(
+    ctx: typer.Context,
+    snapshot: Annotated[str, typer.Argument(metavar="SNAPSHOT", help="snapshot id or 'latest'", show_default=False)],
+    **_: object,
+) -> None:
+    """Delete a snapshot and its vectors."""
+    invoke(ctx, cmd_drop)
+
+
+def _root(ctx: typer.Context, **_: object) -> None:
+    """Takes the state flags given before the command; commands read them through their context."""
+
+
+def build_app() -> typer.Typer:
+    app = new_app("kb-ingest", "Build and query versioned vaner KB snapshots.", examples=[
+        "kb-ingest umls /data/umls/2025AA/META/MRCONSO.RRF --sab MSH,SNOMEDCT_US",
+        "kb-ingest dataset train.tsv --type Species",
+        'kb-ingest search "heart attack" --category Disease -k 5 --json',
+        "kb-ingest COMMAND --help               # every command's flags and examples",
+    ])
+    callback(app, _root)
+    command(app, umls_command, "umls", options=INGEST, examples=[
+        "kb-ingest umls /data/umls/2025AA/META/MRCONSO.RRF            # English, non-suppressed, all sources",
+        "kb-ingest umls .../MRCONSO.RRF --sab MSH,SNOMEDCT_US,RXNORM  # only these source vocabularies",
+        "kb-ingest umls .../MRCONSO.RRF --exclude-sab MDR --lang ENG,SPA",
+        "kb-ingest umls openkb/MRCONSO.RRF.gz --encoder minilm-m2v --encode-batch-size 1024 --json",
+    ])
+    command(app, dataset_command, "dataset", options=INGEST, examples=[
+        "kb-ingest dataset data/ncbi/train.tsv --type Disease        # new snapshot = latest + these strings",
+        "kb-ingest dataset data/bc5cdr-chem/train.tsv --type Chemical --no-base",
+    ])
+    command(app, snapshots_command, "snapshots", options=[JSON], examples=["kb-ingest snapshots --json"])
+    command(app, search_command, "search", options=[JSON], examples=[
+        'kb-ingest search "heart attack" --category Disease -k 5 --json',
+        "kb-ingest search --input terms.txt --per-concept -k 3 --json   # one hit list per line, in order",
+        "cut -f2 mentions.tsv | kb-ingest search --input - -k 1",
+    ])
+    command(app, align_command, "align", options=[*BARS, JSON], examples=[
+        "kb-ingest align --snapshot latest --budget-minutes 10",
+        "kb-ingest align --base minilm-m2v --max-steps 1000 --seed 0 --json",
+    ])
+    command(app, encoders_command, "encoders", options=[JSON], examples=[
+        "kb-ingest encoders", "kb-ingest encoders --build minilm-onnx-int8"])
+    command(app, drop_command, "drop", options=[JSON], examples=["kb-ingest drop kb-20261125-101500-ab12cd"])
+    return app
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(build_parser(), argv)
+    return run_app(build_app(), argv, "kb-ingest")
 
 
 if __name__ == "__main__":

@@ -8,12 +8,25 @@ import argparse
 import json
 import shlex
 import sys
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from vaner.cli_common import add_client_args, client_flags, print_json, settings_from_args
+import typer
+
+from vaner.cli_common import (
+    CLIENT_OPTIONS,
+    JSON_HELP,
+    attach,
+    client_flags,
+    command,
+    invoke,
+    new_app,
+    option,
+    print_json,
+    settings_from_args,
+)
 from vaner.corpus import DATASETS, Sentence
 from vaner.errors import InvalidArgument
-from vaner.progress import ProgressCallback
+from vaner.progress import ProgressBars, ProgressCallback
 from vaner.settings import Settings
 
 TRAIN_FLAGS: list[tuple[str, type, str, str | None]] = [
@@ -80,10 +93,8 @@ def _client_options(args: argparse.Namespace):  # noqa: ANN202 - clients.ClientO
     return ClientOptions.from_env(**client_flags(args))
 
 
-def _progress(args: argparse.Namespace):
-    from vaner.progress import TqdmProgress
-
-    return TqdmProgress(enabled=not args.json and sys.stderr.isatty() or getattr(args, "progress", False))
+def _progress(args: argparse.Namespace) -> ProgressBars:
+    return ProgressBars(enabled=not args.json and sys.stderr.isatty() or getattr(args, "progress", False))
 
 
 def cmd_dbr_build(args: argparse.Namespace) -> int:
@@ -178,51 +189,78 @@ def training_dbr(settings: Settings, snapshot: str, datasets: list[str], mode: s
     return snapshot_id, dbr.load() if dbr is not None else []
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kb-snapshot", default="latest", help="KB snapshot id or 'latest' (default)")
-    p.add_argument("--datasets", default="ncbi,s800", help="comma-separated dataset names (default ncbi,s800)")
-    p.add_argument("--data-dir", default=None, help="folder of the datasets (default $VANER_DATA_DIR or shared)")
-    p.add_argument("--retrieval-address", default=None,
-                   help="build DBR on a retrieval service (host:port; default $VANER_RETRIEVAL_ADDRESS, "
-                        "else in-process)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--progress", action="store_true", help="show progress bars even when not a terminal")
-    add_client_args(p)
+COMMON_OPTIONS = [
+    option("kb_snapshot", str, "latest", "--kb-snapshot", help="KB snapshot id or 'latest'"),
+    option("datasets", str, "ncbi,s800", "--datasets", help="comma-separated dataset names"),
+    option("data_dir", str | None, None, "--data-dir", help="folder of the datasets (default $VANER_DATA_DIR or shared)"),
+    option("retrieval_address", str | None, None, "--retrieval-address",
+           help="build DBR on a retrieval service (host:port; default $VANER_RETRIEVAL_ADDRESS, else in-process)"),
+    option("json", bool, False, "--json", help="print one JSON object"),
+    option("progress", bool, False, "--progress", help="show progress bars even when not a terminal"),
+    *CLIENT_OPTIONS,
+]
 
 
-def register(sub) -> None:  # noqa: ANN001 - argparse subparsers action
-    dbr = sub.add_parser("dbr", help="Dense Bioentities Recognition sets (paper 3.4)")
-    dsub = dbr.add_subparsers(dest="dbr_command", metavar="ACTION")
-    b = dsub.add_parser("build", help="mine phrases, retrieve KB entities, assemble DBR sentences (cached)")
-    _common(b)
-    b.add_argument("--mode", choices=["retrieved", "random"], default="retrieved",
-                   help="retrieved (paper) or random entities at the same counts (ablation)")
-    b.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    b.add_argument("--max-positive", type=int, default=10, help="entities of the sentence's type (default 10)")
-    b.add_argument("--max-negative", type=int, default=5, help="entities of other types (default 5)")
-    b.add_argument("--top-k", type=int, default=5, help="KB entities per query phrase (default 5)")
-    b.add_argument("--force", action="store_true", help="rebuild even when a cached set matches")
-    b.set_defaults(func=cmd_dbr_build)
-    ls = dsub.add_parser("list", help="cached DBR sets")
-    ls.add_argument("--json", action="store_true")
-    ls.set_defaults(func=cmd_dbr_list)
-    dbr.set_defaults(func=lambda args: (dbr.print_help(sys.stderr), 2)[1])
+def dbr_build_command(
+    ctx: typer.Context,
+    mode: Annotated[Literal["retrieved", "random"], typer.Option(
+        "--mode", help="retrieved (paper) or random entities at the same counts (ablation)")] = "retrieved",
+    seed: Annotated[int, typer.Option("--seed", help="sampling seed")] = 0,
+    max_positive: Annotated[int, typer.Option("--max-positive", help="entities of the sentence's type")] = 10,
+    max_negative: Annotated[int, typer.Option("--max-negative", help="entities of other types")] = 5,
+    top_k: Annotated[int, typer.Option("--top-k", help="KB entities per query phrase")] = 5,
+    force: Annotated[bool, typer.Option("--force", help="rebuild even when a cached set matches")] = False,
+    **_: object,
+) -> None:
+    """Mine phrases, retrieve KB entities, assemble DBR sentences (cached)."""
+    invoke(ctx, cmd_dbr_build)
 
-    r = sub.add_parser("retrain", help="rebuild DBR from a KB snapshot, train, evaluate, register, "
-                                       "promote if not worse")
-    _common(r)
-    r.add_argument("--dbr", choices=["retrieved", "random", "none"], default="retrieved",
-                   help="DBR mode mixed into training (default retrieved)")
-    r.add_argument("--promote-margin", type=float, default=0.5,
-                   help="promote when dev F1 is at most this many points below the current latest (0.5)")
-    r.add_argument("--tagger-address", default=None,
-                   help="tagger service to LoadModel the promoted version (default $VANER_TAGGER_ADDRESS)")
-    r.add_argument("--seed", type=int, default=13, help="training seed (default 13)")
-    r.add_argument("--dbr-seed", type=int, default=None, help="DBR sampling seed (default: --seed)")
-    r.add_argument("--output-dir", default=None, help="run folder (default VANER_HOME/runs/retrain-...)")
-    g = r.add_argument_group("training overrides")
-    for flag, typ, help_, _target in TRAIN_FLAGS:
-        g.add_argument(flag, type=typ, default=None, help=help_)
-    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any TrainConfig field (model.x for TaggerConfig), JSON values; repeatable")
-    r.set_defaults(func=cmd_retrain)
+
+def dbr_list_command(ctx: typer.Context, json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+                     **_: object) -> None:
+    """Cached DBR sets."""
+    invoke(ctx, cmd_dbr_list)
+
+
+def retrain_command(
+    ctx: typer.Context,
+    dbr: Annotated[Literal["retrieved", "random", "none"], typer.Option(
+        "--dbr", help="DBR mode mixed into training")] = "retrieved",
+    promote_margin: Annotated[float, typer.Option(
+        "--promote-margin", help="promote when dev F1 is at most this many points below the current latest")] = 0.5,
+    tagger_address: Annotated[str | None, typer.Option(
+        "--tagger-address", help="tagger service to LoadModel the promoted version (default $VANER_TAGGER_ADDRESS)")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="training seed")] = 13,
+    dbr_seed: Annotated[int | None, typer.Option("--dbr-seed", help="DBR sampling seed (default: --seed)")] = None,
+    output_dir: Annotated[str | None, typer.Option(
+        "--output-dir", help="run folder (default VANER_HOME/runs/retrain-...)")] = None,
+    set: Annotated[list[str], typer.Option(
+        "--set", metavar="KEY=VALUE", rich_help_panel="Training overrides",
+        help="any TrainConfig field (model.x for TaggerConfig), JSON values; repeatable")] = (),
+    **_: object,
+) -> None:
+    """Rebuild DBR from a KB snapshot, train, evaluate, register, promote if not worse."""
+    invoke(ctx, cmd_retrain)
+
+
+def register(target: typer.Typer | argparse._SubParsersAction) -> None:
+    app = typer.Typer()
+    dbr = new_app("dbr", "Dense Bioentities Recognition sets (paper 3.4).", examples=[
+        "vaner dbr build --kb-snapshot latest --datasets ncbi,s800",
+        "vaner dbr list --json",
+    ])
+    command(dbr, dbr_build_command, "build", options=COMMON_OPTIONS, examples=[
+        "vaner dbr build --kb-snapshot latest --datasets ncbi,s800",
+        "vaner dbr build --datasets ncbi --mode random --seed 1 --json     # the ablation",
+        "vaner dbr build --datasets ncbi --retrieval-address 127.0.0.1:50052 --token-file token",
+    ])
+    command(dbr, dbr_list_command, "list", examples=["vaner dbr list --json"])
+    app.add_typer(dbr)
+    train_options = [option(flag[2:].replace("-", "_"), typ | None, None, flag, help=help_, panel="Training overrides")
+                     for flag, typ, help_, _target in TRAIN_FLAGS]
+    command(app, retrain_command, "retrain", options=[*COMMON_OPTIONS, *train_options], examples=[
+        "vaner retrain --kb-snapshot latest --datasets ncbi     # old model keeps serving; promoted only if not worse",
+        "vaner retrain --datasets ncbi,s800 --epochs 2 --num-layers 8 --set lr=0.0002 --set model.lora_r=16",
+        "vaner retrain --retrieval-address 127.0.0.1:50052 --tagger-address 127.0.0.1:50053 --token-file token",
+    ])
+    attach(target, app)

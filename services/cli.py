@@ -4,32 +4,55 @@ nothing but the built-in defaults (environment values sit between the file and t
 from __future__ import annotations
 
 import argparse
+from typing import Annotated, Literal
+
+import typer
 
 from services.config import SERVICES, ServeConfig
+from vaner.cli_common import attach, command, invoke
+
+Service = Literal[("all", *SERVICES)]  # type: ignore[valid-type]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "serve", help="run the gRPC services (all three, or one)",
-        description="Run the KB, Retrieval and Tagger gRPC services. 'all' starts each as its own process on "
-                    "loopback and restarts one that dies. Binding a non-loopback address needs --tls-cert, "
-                    "--tls-key and --token-file.")
-    p.add_argument("service", choices=("all", *SERVICES), help="which service to run")
-    p.add_argument("--config", default=None, help="TOML file (default $VANER_CONFIG; see docs/services.md)")
-    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None,
-                   help="port of the one service; with 'all', the KB port (retrieval +1, tagger +2)")
-    p.add_argument("--tls-cert", default=None, help="PEM certificate chain")
-    p.add_argument("--tls-key", default=None, help="PEM private key")
-    p.add_argument("--token-file", default=None, help="file with the bearer token clients must send")
-    p.add_argument("--ingest-root", action="append", default=None, metavar="DIR",
-                   help="kb: a directory Ingest may read client-named files from (repeatable; default none, "
-                        "so Ingest refuses every path)")
-    p.add_argument("--drain-seconds", type=float, default=None,
-                   help="on SIGTERM, seconds of NOT_SERVING before the server stops accepting calls")
-    p.add_argument("--model", default=None, help="tagger: model version, 'latest' or artifact directory")
-    p.add_argument("--device", default=None, help="tagger: cpu, cuda, auto")
-    p.set_defaults(func=run)
+def serve(
+    ctx: typer.Context,
+    service: Annotated[Service, typer.Argument(metavar="SERVICE", help="which service to run", show_default=False)],
+    config: Annotated[str | None, typer.Option(
+        "--config", help="TOML file (default $VANER_CONFIG; see docs/services.md)")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="bind address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(
+        "--port", help="port of the one service; with 'all', the KB port (retrieval +1, tagger +2)")] = None,
+    tls_cert: Annotated[str | None, typer.Option("--tls-cert", help="PEM certificate chain")] = None,
+    tls_key: Annotated[str | None, typer.Option("--tls-key", help="PEM private key")] = None,
+    token_file: Annotated[str | None, typer.Option(
+        "--token-file", help="file with the bearer token clients must send")] = None,
+    ingest_root: Annotated[list[str] | None, typer.Option(
+        "--ingest-root", metavar="DIR", help="kb: a directory Ingest may read client-named files from (repeatable; "
+                                             "default none, so Ingest refuses every path)")] = None,
+    drain_seconds: Annotated[float | None, typer.Option(
+        "--drain-seconds", help="on SIGTERM, seconds of NOT_SERVING before the server stops accepting calls")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="tagger: model version, 'latest' or artifact directory")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="tagger: cpu, cuda, auto")] = None,
+    **_: object,
+) -> None:
+    """Run the KB, Retrieval and Tagger gRPC services (all three, or one).
+
+    'all' starts each as its own process on loopback and restarts one that dies. Binding a
+    non-loopback address needs --tls-cert, --tls-key and --token-file.
+    """
+    invoke(ctx, run)
+
+
+def register(target: typer.Typer | argparse._SubParsersAction) -> None:
+    app = typer.Typer()
+    command(app, serve, examples=[
+        "vaner serve all                        # KB :50051, Retrieval :50052, Tagger :50053 on 127.0.0.1",
+        "vaner serve tagger --port 6000 --model latest",
+        "vaner serve all --config vaner.toml",
+        "vaner serve all --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem --token-file token",
+    ])
+    attach(target, app)
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:

@@ -6,10 +6,14 @@ one; the dispatcher (vaner/cli.py) passes them in, so the tagger package never i
 
 from __future__ import annotations
 
+import argparse
+
+import typer
+
 from tagger import cli_infer, cli_train
 
 
-def register(sub, *, linker: cli_infer.LinkerFactory | None = None,  # noqa: ANN001 - argparse subparsers action
+def register(target: typer.Typer | argparse._SubParsersAction, *, linker: cli_infer.LinkerFactory | None = None,
              dbr_sentences: cli_train.DbrSentences | None = None) -> None:
-    cli_train.register(sub, dbr_sentences=dbr_sentences)
-    cli_infer.register(sub, linker=linker)
+    cli_train.register(target, dbr_sentences=dbr_sentences)
+    cli_infer.register(target, linker=linker)

@@ -4,7 +4,7 @@ Bad input (empty text, unknown type, unknown model version, a malformed file) is
 the model loads, so the user gets a one-line error in milliseconds instead of after ~15 s.
 ``--model`` takes a registry version id, ``latest``, or the path of a saved model folder.
 ``--link`` needs the knowledge base and retrieval packages, which sit above this one: the ``vaner``
-dispatcher injects a :data:`LinkerFactory` (``register(sub, linker=...)``), so nothing here imports them.
+dispatcher injects a :data:`LinkerFactory` (``register(app, linker=...)``), so nothing here imports them.
 """
 
 from __future__ import annotations
@@ -13,13 +13,26 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
 
 from tagger.formats import INPUT_FORMATS, OUTPUT_FORMATS
 from vaner.categories import Category
-from vaner.cli_common import add_client_args, client_flags, print_json, settings_from_args
+from vaner.cli_common import (
+    CLIENT_OPTIONS,
+    JSON_HELP,
+    attach,
+    callback,
+    client_flags,
+    command,
+    invoke,
+    new_app,
+    print_json,
+    settings_from_args,
+)
 from vaner.errors import FailedPrecondition, InvalidArgument
-from vaner.progress import TqdmProgress
+from vaner.progress import ProgressBars
 from vaner.settings import Settings
 
 if TYPE_CHECKING:  # tagger.extract imports torch; the CLI checks input before that
@@ -31,51 +44,101 @@ if TYPE_CHECKING:  # tagger.extract imports torch; the CLI checks input before t
 LinkerFactory = Callable[[Settings, int, str], "LinkFn"]
 
 
-def register(sub, *, linker: LinkerFactory | None = None) -> None:  # noqa: ANN001 - argparse subparsers action
-    p = sub.add_parser("eval", help="strict entity-level P/R/F1 of a model on a dataset or CoNLL file")
-    p.add_argument("--model", default="latest", help="version id, 'latest', or a saved model folder")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--dataset", help="shared dataset name (ncbi, bc5cdr-disease, bc5cdr-chem, bc2gm, ...)")
-    src.add_argument("--data", metavar="PATH.tsv", help="any CoNLL file (token<TAB>tag)")
-    p.add_argument("--split", default="test", choices=("train", "dev", "test"), help="split of --dataset")
-    p.add_argument("--type", default=None, help="entity type of --data (default: from its tags)")
-    p.add_argument("--data-dir", default=None, help="folder of the shared datasets")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-sentences", type=int, default=None, help="evaluate on the first N sentences only")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--no-store", action="store_true", help="do not record test metrics in the registry")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=run_eval)
+Model = Annotated[str, typer.Option("--model", help="version id, 'latest', or a saved model folder")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="inputs per forward pass")]
+Json = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 
-    p = sub.add_parser("extract", help="extract Disease/Chemical/Gene/Species mentions from text")
-    p.add_argument("text", nargs="?", default=None, help="text to tag (or use --input)")
-    p.add_argument("--input", "-i", default=None, metavar="FILE", help="input file ('-' for stdin)")
-    p.add_argument("--input-format", default="text", choices=INPUT_FORMATS)
-    p.add_argument("--types", default=None, help="comma-separated subset of Disease,Chemical,Gene,Species")
-    p.add_argument("--model", default="latest", help="version id, 'latest', or a saved model folder")
-    p.add_argument("--format", default="json", choices=OUTPUT_FORMATS, help="output format")
-    p.add_argument("--output", "-o", default=None, metavar="FILE", help="write here instead of stdout")
-    p.add_argument("--overlap", default="best", choices=("best", "all"),
-                   help="overlapping spans of different types: keep the higher score (best) or all")
-    p.add_argument("--dataset", default=None, help="use this dataset's instruction (annotation style)")
-    p.add_argument("--no-text", action="store_true", help="omit document text from JSON output")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--link", action="store_true", help="attach top-k KB concepts (CUIs) to each span")
-    p.add_argument("--link-k", type=int, default=5)
-    p.add_argument("--kb-snapshot", default="latest", help="KB snapshot used by --link")
-    p.add_argument("--remote", default=None, metavar="HOST:PORT", help="ask a running tagger service instead")
-    add_client_args(p)
-    p.set_defaults(func=run_extract, make_linker=linker)
 
-    p = sub.add_parser("models", help="list registered model versions, or promote one to 'latest'")
-    p.add_argument("--json", action="store_true", help="print one JSON value")
-    msub = p.add_subparsers(dest="models_command", metavar="ACTION")
-    pp = msub.add_parser("promote", help="make a version 'latest'")
-    pp.add_argument("id")
-    pp.add_argument("--json", action="store_true", help="print one JSON value")
-    pp.set_defaults(func=run_promote)
-    p.set_defaults(func=run_models)
+def eval_command(
+    ctx: typer.Context,
+    model: Model = "latest",
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="shared dataset name (ncbi, bc5cdr-disease, bc5cdr-chem, bc2gm, ...); or --data")] = None,
+    data: Annotated[str | None, typer.Option("--data", metavar="PATH.tsv", help="any CoNLL file (token<TAB>tag)")] = None,
+    split: Annotated[Literal["train", "dev", "test"], typer.Option("--split", help="split of --dataset")] = "test",
+    type: Annotated[str | None, typer.Option("--type", help="entity type of --data (default: from its tags)")] = None,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="folder of the shared datasets")] = None,
+    batch_size: BatchSize = 32,
+    max_sentences: Annotated[int | None, typer.Option(
+        "--max-sentences", help="evaluate on the first N sentences only")] = None,
+    device: Device = "auto",
+    no_store: Annotated[bool, typer.Option("--no-store", help="do not record test metrics in the registry")] = False,
+    json: Json = False,
+    **_: object,
+) -> None:
+    """Strict entity-level P/R/F1 of a model on a dataset or CoNLL file."""
+    invoke(ctx, run_eval)
+
+
+def extract_command(
+    ctx: typer.Context,
+    text: Annotated[str | None, typer.Argument(
+        metavar="TEXT", help="text to tag (or use --input)", show_default=False)] = None,
+    input: Annotated[str | None, typer.Option("--input", "-i", metavar="FILE", help="input file ('-' for stdin)")] = None,
+    input_format: Annotated[Literal[INPUT_FORMATS], typer.Option(  # type: ignore[valid-type]
+        "--input-format", help="format of --input")] = "text",
+    types: Annotated[str | None, typer.Option(
+        "--types", help="comma-separated subset of Disease,Chemical,Gene,Species")] = None,
+    model: Model = "latest",
+    format: Annotated[Literal[OUTPUT_FORMATS], typer.Option("--format", help="output format")] = "json",  # type: ignore[valid-type]
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", metavar="FILE", help="write here instead of stdout")] = None,
+    overlap: Annotated[Literal["best", "all"], typer.Option(
+        "--overlap", help="overlapping spans of different types: keep the higher score (best) or all")] = "best",
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="use this dataset's instruction (annotation style)")] = None,
+    no_text: Annotated[bool, typer.Option("--no-text", help="omit document text from JSON output")] = False,
+    batch_size: BatchSize = 32,
+    device: Device = "auto",
+    link: Annotated[bool, typer.Option("--link", help="attach top-k KB concepts (CUIs) to each span")] = False,
+    link_k: Annotated[int, typer.Option("--link-k", help="concepts per span with --link")] = 5,
+    kb_snapshot: Annotated[str, typer.Option("--kb-snapshot", help="KB snapshot used by --link")] = "latest",
+    remote: Annotated[str | None, typer.Option(
+        "--remote", metavar="HOST:PORT", help="ask a running tagger service instead")] = None,
+    **_: object,
+) -> None:
+    """Extract Disease/Chemical/Gene/Species mentions from text."""
+    invoke(ctx, run_extract)
+
+
+def models_command(ctx: typer.Context, json: Json = False, **_: object) -> None:
+    """List registered model versions ('*' marks latest), or promote one to 'latest'."""
+    if ctx.invoked_subcommand is None:
+        invoke(ctx, run_models)
+
+
+def promote_command(
+    ctx: typer.Context,
+    id: Annotated[str, typer.Argument(metavar="ID", help="model version id", show_default=False)],
+    json: Json = False,
+    **_: object,
+) -> None:
+    """Make a version 'latest'."""
+    invoke(ctx, run_promote)
+
+
+def register(target: typer.Typer | argparse._SubParsersAction, *, linker: LinkerFactory | None = None) -> None:
+    app = typer.Typer()
+    command(app, eval_command, "eval", examples=[
+        "vaner eval --dataset ncbi --split test --json          # strict entity P/R/F1 (0-100)",
+        "vaner eval --data my_corpus.tsv --type Species --json  # any CoNLL file",
+        "vaner eval --dataset bc5cdr-chem --model m-20261125-101500-ab12cd --max-sentences 200",
+    ])
+    command(app, extract_command, "extract", options=CLIENT_OPTIONS, inject={"make_linker": linker}, examples=[
+        'vaner extract "BRCA1 mutations cause hereditary breast cancer in mice."',
+        'vaner extract "Aspirin relieves headache." --types Disease,Chemical --link --link-k 3',
+        "vaner extract --input abstracts.pubtator --input-format pubtator --format pubtator -o tagged.pubtator",
+        "cat paper.txt | vaner extract --input - --format conll",
+        "vaner extract --input paper.txt --remote tagger.example.org:50053 --tls-ca ca.pem --token-file token",
+    ])
+    models = new_app("models", "List registered model versions, or promote one to 'latest'.",
+                     no_args_is_help=False, invoke_without_command=True,
+                     examples=["vaner models", "vaner models --json", "vaner models promote m-20261125-101500-ab12cd"])
+    callback(models, models_command)
+    command(models, promote_command, "promote", examples=["vaner models promote m-20261125-101500-ab12cd --json"])
+    app.add_typer(models)
+    attach(target, app)
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -97,6 +160,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from tagger.extract import load_for_inference
     from vaner.corpus import DATASETS, load_dataset, read_conll
 
+    if (args.dataset is None) == (args.data is None):
+        raise InvalidArgument("give --dataset NAME or --data PATH.tsv (one of them)")
     _positive("--batch-size", args.batch_size)
     _positive("--max-sentences", args.max_sentences)
     settings = settings_from_args(args)
@@ -115,7 +180,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise InvalidArgument("no sentences to evaluate")
     record = _model(settings, args.model)
     tagger = load_for_inference(record.artifact_path, args.device)
-    bar = TqdmProgress(enabled=True, unit="sent")
+    bar = ProgressBars(enabled=True, unit="sent")
     try:
         result = evaluate(tagger, sentences, batch_size=args.batch_size, progress=bar)
     finally:
@@ -220,7 +285,7 @@ def run_extract(args: argparse.Namespace) -> int:
         record = _model(settings, args.model)
         extractor = Extractor(load_for_inference(record.artifact_path, args.device), batch_size=args.batch_size,
                               overlap=args.overlap, link=link, model_id=record.id)
-        bar = TqdmProgress(enabled=len(docs) > 1 or len(docs[0].text) > 5000, unit="query")
+        bar = ProgressBars(enabled=len(docs) > 1 or len(docs[0].text) > 5000, unit="query")
         try:
             out = extractor.extract(docs, cats, dataset=args.dataset, progress=bar)
         finally:

@@ -2,7 +2,7 @@
 the best model as a new version (promoted to ``latest`` with ``--promote`` or when it is the first).
 
 ``--dbr`` mixes in DBR sentences, which the retrieval package builds (above this one): the ``vaner``
-dispatcher injects a :data:`DbrSentences` (``register(sub, dbr_sentences=...)``), the same code
+dispatcher injects a :data:`DbrSentences` (``register(app, dbr_sentences=...)``), the same code
 ``vaner retrain`` uses, so nothing here imports retrieval.
 """
 
@@ -11,13 +11,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable
+from typing import Annotated, Literal
+
+import typer
 
 from tagger.config import TaggerConfig, TrainConfig
 from vaner.categories import Category
-from vaner.cli_common import print_json, settings_from_args
+from vaner.cli_common import attach, command, invoke, option, print_json, settings_from_args
 from vaner.corpus import DATASETS, Sentence
 from vaner.errors import FailedPrecondition, InvalidArgument
-from vaner.progress import ProgressCallback, TqdmProgress
+from vaner.progress import ProgressBars, ProgressCallback
 from vaner.settings import Settings
 
 
@@ -31,44 +34,78 @@ def _help(cls, name: str) -> str:  # noqa: ANN001
 DbrSentences = Callable[[Settings, str, list[str], str, int, "str | None", ProgressCallback], tuple[str, list[Sentence]]]
 
 
-def register(sub, *, dbr_sentences: DbrSentences | None = None) -> None:  # noqa: ANN001
-    p = sub.add_parser("train", help="LoRA-train the tagger on datasets (+ optional DBR sentences)")
-    p.add_argument("--datasets", default="", help=f"comma-separated: {','.join(DATASETS.names())}")
-    p.add_argument("--data-dir", default=None, help="folder of the shared datasets (default ../shared/data/bioner)")
-    p.add_argument("--train", action="append", default=[], metavar="PATH.tsv", help="extra CoNLL training file")
-    p.add_argument("--type", action="append", default=[], metavar="TYPE",
-                   help="entity type of each --train file (one per --train, or one for all)")
-    p.add_argument("--output-dir", default=None, help="run folder (default: $VANER_HOME/runs/<timestamp>)")
-    p.add_argument("--init-from", default=None, metavar="MODEL",
-                   help="warm start: continue from a saved model's adapter and head (version id, 'latest' or folder); "
-                        "its backbone, layers, LoRA shape and instruction are kept")
-    p.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has a checkpoint")
-    p.add_argument("--dbr", choices=("none", "retrieved", "random"), default="none",
-                   help="mix Dense Bioentities Recognition sentences built from a KB snapshot")
-    p.add_argument("--kb-snapshot", default="latest", help="KB snapshot for --dbr (id or latest)")
-    p.add_argument("--no-register", action="store_true", help="do not register the result as a model version")
-    p.add_argument("--promote", action="store_true", help="make the new version 'latest'")
-    p.add_argument("--json", action="store_true", help="print one JSON object with the result")
-    for name in ("backbone", "attention", "num_layers", "max_length", "lora_r", "lora_alpha", "lora_dropout",
-                 "quantize_4bit"):
-        f = TaggerConfig.__dataclass_fields__[name]
+MODEL_FIELDS = ("backbone", "attention", "num_layers", "max_length", "lora_r", "lora_alpha", "lora_dropout",
+                "quantize_4bit")
+TRAIN_FIELDS = ("epochs", "steps_per_epoch", "batch_size", "grad_accum", "lr", "head_lr", "warmup_ratio",
+                "mix_temperature", "dbr_ratio", "dev_max_sentences", "seed", "checkpoint_every", "threads", "device")
+
+
+def _field_options(cls, names: tuple[str, ...], panel: str) -> list:  # noqa: ANN001
+    """One flag per config field, typed and helped from the dataclass (its one home)."""
+    out = []
+    for name in names:
+        f = cls.__dataclass_fields__[name]
         flag = "--" + name.replace("_", "-")
-        if f.type in ("bool",) or isinstance(f.default, bool):
-            p.add_argument(flag, action="store_true", help=_help(TaggerConfig, name))
+        if isinstance(f.default, bool):
+            out.append(option(name, bool, False, flag, help=_help(cls, name), panel=panel))
         else:
-            p.add_argument(flag, default=None, type=_caster(f.default), help=_help(TaggerConfig, name))
-    p.add_argument("--lora-targets", default=None, help="comma-separated module names")
-    p.add_argument("--dev-datasets", default=None,
-                   help="comma-separated subset of --datasets whose dev split picks the best model (default: all)")
-    p.add_argument("--mix-weight", action="append", default=[], metavar="NAME=FACTOR",
-                   help="scale one source's sampling probability (repeatable), e.g. bionlp09-gene=0.5")
-    p.add_argument("--instruction", choices=("paper", "compact"), default=None,
-                   help="instruction wording, saved with the model: paper (VANER's) or compact (~6 tokens)")
-    for name in ("epochs", "steps_per_epoch", "batch_size", "grad_accum", "lr", "head_lr", "warmup_ratio",
-                 "mix_temperature", "dbr_ratio", "dev_max_sentences", "seed", "checkpoint_every", "threads", "device"):
-        f = TrainConfig.__dataclass_fields__[name]
-        p.add_argument("--" + name.replace("_", "-"), default=None, type=_caster(f.default), help=_help(TrainConfig, name))
-    p.set_defaults(func=run_train, dbr_sentences=dbr_sentences)
+            out.append(option(name, _caster(f.default) | None, None, flag, help=_help(cls, name), panel=panel))
+    return out
+
+
+def train_command(
+    ctx: typer.Context,
+    datasets: Annotated[str, typer.Option("--datasets", help=f"comma-separated: {','.join(DATASETS.names())}")] = "",
+    data_dir: Annotated[str | None, typer.Option(
+        "--data-dir", help="folder of the shared datasets (default ../shared/data/bioner)")] = None,
+    train: Annotated[list[str], typer.Option("--train", metavar="PATH.tsv", help="extra CoNLL training file")] = (),
+    type: Annotated[list[str], typer.Option(
+        "--type", metavar="TYPE", help="entity type of each --train file (one per --train, or one for all)")] = (),
+    output_dir: Annotated[str | None, typer.Option(
+        "--output-dir", help="run folder (default: $VANER_HOME/runs/<timestamp>)")] = None,
+    init_from: Annotated[str | None, typer.Option(
+        "--init-from", metavar="MODEL", help="warm start: continue from a saved model's adapter and head (version id, "
+                                             "'latest' or folder); its backbone, layers, LoRA shape and instruction "
+                                             "are kept")] = None,
+    no_resume: Annotated[bool, typer.Option(
+        "--no-resume", help="start afresh even if the run folder has a checkpoint")] = False,
+    dbr: Annotated[Literal["none", "retrieved", "random"], typer.Option(
+        "--dbr", help="mix Dense Bioentities Recognition sentences built from a KB snapshot")] = "none",
+    kb_snapshot: Annotated[str, typer.Option("--kb-snapshot", help="KB snapshot for --dbr (id or latest)")] = "latest",
+    no_register: Annotated[bool, typer.Option(
+        "--no-register", help="do not register the result as a model version")] = False,
+    promote: Annotated[bool, typer.Option("--promote", help="make the new version 'latest'")] = False,
+    json: Annotated[bool, typer.Option("--json", help="print one JSON object with the result")] = False,
+    lora_targets: Annotated[str | None, typer.Option("--lora-targets", help="comma-separated module names",
+                                                     rich_help_panel="Model")] = None,
+    dev_datasets: Annotated[str | None, typer.Option(
+        "--dev-datasets", help="comma-separated subset of --datasets whose dev split picks the best model "
+                               "(default: all)", rich_help_panel="Training")] = None,
+    mix_weight: Annotated[list[str], typer.Option(
+        "--mix-weight", metavar="NAME=FACTOR", rich_help_panel="Training",
+        help="scale one source's sampling probability (repeatable), e.g. bionlp09-gene=0.5")] = (),
+    instruction: Annotated[Literal["paper", "compact"] | None, typer.Option(
+        "--instruction", rich_help_panel="Model",
+        help="instruction wording, saved with the model: paper (VANER's) or compact (~6 tokens)")] = None,
+    **_: object,
+) -> None:
+    """LoRA-train the tagger on datasets (+ optional DBR sentences) and register the best model."""
+    invoke(ctx, run_train)
+
+
+def register(target: typer.Typer | argparse._SubParsersAction, *, dbr_sentences: DbrSentences | None = None) -> None:
+    app = typer.Typer()
+    command(app, train_command, "train", options=[*_field_options(TaggerConfig, MODEL_FIELDS, "Model"),
+                                 *_field_options(TrainConfig, TRAIN_FIELDS, "Training")],
+            inject={"dbr_sentences": dbr_sentences}, examples=[
+                "vaner train --datasets ncbi,bc5cdr-disease --data-dir ../shared/data/bioner",
+                "vaner train --train my.tsv --type Species --epochs 2 --json",
+                "vaner train --train genes.tsv --type Gene --train chems.tsv --type Chemical",
+                "vaner train --datasets ncbi,bionlp09-gene --mix-weight bionlp09-gene=0.5 --instruction compact",
+                "vaner train --datasets ncbi,s800 --dbr retrieved --kb-snapshot latest --promote",
+                "vaner train --datasets ncbi --init-from latest --epochs 1     # warm start",
+            ])
+    attach(target, app)
 
 
 def _caster(default):  # noqa: ANN001, ANN202
@@ -155,15 +192,14 @@ def run_train(args: argparse.Namespace) -> int:
         config, init_model = _warm_start(settings, args, config)
     extra = []
     kb_snapshot = None
-    bar = TqdmProgress(enabled=True, unit="step")
-    if args.dbr != "none":
-        make = getattr(args, "dbr_sentences", None)
-        if make is None:
-            raise FailedPrecondition("--dbr needs the retrieval package; run it as `vaner train`")
-        kb_snapshot, extra = make(settings, args.kb_snapshot, list(config.datasets), args.dbr, config.seed,
-                                  config.data_dir, bar)
-    result = train(config, extra_sentences=extra, progress=bar, resume=not args.no_resume, model=init_model)
-    bar.close()
+    with ProgressBars(enabled=True, unit="step") as bar:
+        if args.dbr != "none":
+            make = getattr(args, "dbr_sentences", None)
+            if make is None:
+                raise FailedPrecondition("--dbr needs the retrieval package; run it as `vaner train`")
+            kb_snapshot, extra = make(settings, args.kb_snapshot, list(config.datasets), args.dbr, config.seed,
+                                      config.data_dir, bar)
+        result = train(config, extra_sentences=extra, progress=bar, resume=not args.no_resume, model=init_model)
     out = {"run_dir": str(result.run_dir), "artifact": str(result.artifact_dir), "dev": result.dev_metrics,
            "steps": result.steps, "tokens_per_second": round(result.tokens_per_second, 1)}
     if not args.no_register:

@@ -1,7 +1,7 @@
 """Progress with rate and ETA for long work (ingest, DBR, training, evaluation).
 
 Core code reports through a :class:`ProgressTracker` and a plain callback, so the same events feed
-a tqdm bar in the CLI and a server-streamed ``Progress`` message in gRPC.
+the CLI's bars (:class:`ProgressBars`) and a server-streamed ``Progress`` message in gRPC.
 """
 
 from __future__ import annotations
@@ -60,32 +60,91 @@ class ProgressTracker:
         return ev
 
 
-class TqdmProgress:
-    """CLI renderer: one tqdm bar per stage on stderr; silent when ``enabled`` is False."""
+def format_seconds(seconds: float | None) -> str:
+    """``h:mm:ss`` (``-:--:--`` when unknown), as bars and log lines show elapsed time and ETA."""
+    if seconds is None:
+        return "-:--:--"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
-    def __init__(self, enabled: bool = True, unit: str = "it"):
+
+def describe(ev: ProgressEvent, unit: str = "it") -> str:
+    """One plain line for an event: ``encode: 1,200/5,000 row (24%), 310.2 row/s, ETA 0:00:12 - message``."""
+    count = f"{ev.done:,}/{ev.total:,}" if ev.total is not None else f"{ev.done:,}"
+    pct = f" ({100 * ev.done / ev.total:.0f}%)" if ev.total else ""
+    eta = f", ETA {format_seconds(ev.eta_seconds)}" if ev.total is not None else ""
+    return f"{ev.stage}: {count} {unit}{pct}, {ev.rate:,.1f} {unit}/s{eta}" + (f" - {ev.message}" if ev.message else "")
+
+
+class ProgressBars:
+    """The CLI renderer: one bar per stage on stderr with count, rate, elapsed time and ETA.
+
+    On a terminal the bars are live (rich); elsewhere (a log file, CI) each stage prints a plain
+    :func:`describe` line when it starts, at most every ``interval`` seconds, and at :meth:`close`,
+    so a long job's log still says how far it got. Silent when ``enabled`` is False. stdout is never
+    touched, so ``--json`` output stays the only thing there.
+    """
+
+    def __init__(self, enabled: bool = True, unit: str = "it", interval: float = 30.0):
         self.enabled = enabled
         self.unit = unit
-        self._bars: dict[str, object] = {}
+        self.interval = interval
+        self._bars = None  # rich.progress.Progress on a terminal, started by the first event
+        self._terminal: bool | None = None
+        self._tasks: dict[str, int] = {}
+        self._last: dict[str, ProgressEvent] = {}
+        self._printed: dict[str, tuple[float, ProgressEvent]] = {}  # stage -> (when, what) it last printed
+
+    def __enter__(self) -> ProgressBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __call__(self, ev: ProgressEvent) -> None:
         if not self.enabled:
             return
-        from tqdm import tqdm
+        if self._terminal is None:
+            self._terminal = sys.stderr.isatty()
+            if self._terminal:
+                self._bars = _rich_bars(self.unit)
+                self._bars.start()
+        self._last[ev.stage] = ev
+        if self._bars is not None:
+            fields = {"rate": f"{ev.rate:,.1f} {self.unit}/s", "eta": format_seconds(ev.eta_seconds),
+                      "message": ev.message}
+            if ev.stage not in self._tasks:
+                self._tasks[ev.stage] = self._bars.add_task(ev.stage, total=ev.total, **fields)
+            self._bars.update(self._tasks[ev.stage], completed=ev.done, total=ev.total, **fields)
+            return
+        now = time.monotonic()
+        if ev.stage not in self._printed or now - self._printed[ev.stage][0] >= self.interval:
+            self._print(ev, now)
 
-        bar = self._bars.get(ev.stage)
-        if bar is None:
-            bar = tqdm(total=ev.total, desc=ev.stage, unit=self.unit, file=sys.stderr,
-                       dynamic_ncols=True, unit_scale=True)
-            self._bars[ev.stage] = bar
-        bar.n = ev.done  # type: ignore[attr-defined]
-        if ev.total is not None:
-            bar.total = ev.total  # type: ignore[attr-defined]
-        if ev.message:
-            bar.set_postfix_str(ev.message, refresh=False)  # type: ignore[attr-defined]
-        bar.refresh()  # type: ignore[attr-defined]
+    def _print(self, ev: ProgressEvent, now: float) -> None:
+        self._printed[ev.stage] = (now, ev)
+        print(describe(ev, self.unit), file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        for bar in self._bars.values():
-            bar.close()  # type: ignore[attr-defined]
-        self._bars.clear()
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars = None
+        for stage, ev in self._last.items():  # plain lines: each stage's last state, unless already out
+            if not self._terminal and self._printed.get(stage, (0.0, None))[1] is not ev:
+                self._print(ev, time.monotonic())
+        self._tasks.clear()
+        self._last.clear()
+        self._printed.clear()
+        self._terminal = None
+
+
+def _rich_bars(unit: str):  # noqa: ANN202 - rich.progress.Progress (rich is imported only when a bar shows)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    def text(fmt: str, style: str = "none") -> TextColumn:  # our strings are not rich markup
+        return TextColumn(fmt, style=style, markup=False)
+
+    return Progress(text("{task.description}", "bold"), BarColumn(), MofNCompleteColumn(), text(unit),
+                    text("{task.fields[rate]}"), TimeElapsedColumn(), text("ETA {task.fields[eta]}", "cyan"),
+                    text("{task.fields[message]}"), console=Console(file=sys.stderr), redirect_stdout=False)
