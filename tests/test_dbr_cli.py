@@ -85,7 +85,7 @@ def test_train_dbr_through_the_dispatcher(patched, capsys, monkeypatch, tmp_path
     data, _ = patched
     seen = {}
 
-    def fake_train(config, *, extra_sentences=(), progress=None, resume=True):
+    def fake_train(config, *, extra_sentences=(), progress=None, resume=True, model=None):
         seen["extra"] = list(extra_sentences)
         return types.SimpleNamespace(run_dir=tmp_path / "run", artifact_dir=tmp_path / "run" / "best",
                                      dev_metrics={"f1": 1.0}, steps=1, tokens_per_second=1.0)

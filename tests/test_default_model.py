@@ -1,0 +1,39 @@
+"""The bundled default model answers like a biomedical NER model: a smoke test of the shipped
+weights (no other test loads them), a few sentences with unambiguous entities of each type."""
+
+from pathlib import Path
+
+import pytest
+
+from tagger.extract import Extractor, merge_for_inference
+from tagger.formats import Document
+from tagger.model import VanerTagger
+
+DEFAULT = Path(__file__).resolve().parent.parent / "models" / "default"
+
+pytestmark = pytest.mark.integration
+
+CASES = [
+    ("BRCA1 mutations greatly increase the risk of breast cancer.", {("BRCA1", "Gene"), ("breast cancer", "Disease")}),
+    ("Patients received cisplatin and developed nephrotoxicity.", {("cisplatin", "Chemical"),
+                                                                   ("nephrotoxicity", "Disease")}),
+    ("Escherichia coli was isolated from the urine of the patients.", {("Escherichia coli", "Species")}),
+]
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return Extractor(merge_for_inference(VanerTagger.load(DEFAULT, device="cpu")))
+
+
+def test_default_model_finds_each_type(extractor):
+    docs = [Document(id=f"d{i}", text=text) for i, (text, _) in enumerate(CASES)]
+    found = extractor.extract(docs)
+    for doc, (_, expected) in zip(found, CASES, strict=True):
+        got = {(e.text, e.type) for e in doc.entities}
+        assert expected <= got, f"{doc.text!r}: expected {expected}, got {got}"
+
+
+def test_default_model_is_quiet_on_plain_text(extractor):
+    [doc] = extractor.extract([Document(id="plain", text="The meeting was moved to Tuesday afternoon.")])
+    assert not doc.entities
