@@ -62,9 +62,11 @@ def main() -> int:
                 if i >= args.warmup:
                     tokens += int(batch["attention_mask"].sum())
                     t_total += dt
-            sent_tokens = sum(len(enc[j].input_ids) for b in batches[args.warmup: args.steps + args.warmup] for j in b)
+            timed = batches[args.warmup: args.steps + args.warmup]
+            sent_tokens = sum(len(enc[j].input_ids) for b in timed for j in b)
             print(json.dumps({"layers": layers, "instruction": name, "threads": args.threads,
-                              "lora_r": args.lora_r, "autocast": args.autocast, "batch_size": args.batch_size, "steps": args.steps,
+                              "lora_r": args.lora_r, "autocast": args.autocast,
+                              "batch_size": args.batch_size, "steps": args.steps,
                               "tokens_per_s": round(tokens / t_total, 1),
                               "sentences_per_s": round(args.steps * args.batch_size / t_total, 2),
                               "mean_tokens_per_sentence": round(sent_tokens / (args.steps * args.batch_size), 1),
