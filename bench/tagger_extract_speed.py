@@ -140,6 +140,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-int8", action="store_true")
+    ap.add_argument("--bf16", action="store_true", help="also measure the merged model with bf16 weights "
+                    "(avx512_bf16 kernels through oneDNN) and its dev F1 change")
     ap.add_argument("--skip-unmerged", action="store_true", help="skip the LoRA-unmerged fp32 variant")
     ap.add_argument("--int8-scheme", default="per_tensor", choices=("per_tensor", "per_channel"))
     ap.add_argument("--json", action="store_true")
@@ -200,6 +202,22 @@ def main() -> None:
     record("fp32_merged", linear)
     f1_fp32 = evaluate(tagger, dev, batch_size=args.batch_size)
     tags_fp32 = tagger.predict_tags([_q(s) for s in dev], args.batch_size)
+    if args.bf16:
+        import copy
+
+        fp32_tagger = tagger
+        tagger = copy.deepcopy(fp32_tagger).to(torch.bfloat16)
+        record("bf16_merged", linear)
+        f1_bf16 = evaluate(tagger, dev, batch_size=args.batch_size)
+        tags_bf16 = tagger.predict_tags([_q(s) for s in dev], args.batch_size)
+        agree = sum(a == b for x, y in zip(tags_fp32, tags_bf16, strict=True) for a, b in zip(x, y, strict=True))
+        out["bf16"] = {"speedup_vs_fp32_merged": round(results["fp32_merged"]["seconds"]
+                                                       / results["bf16_merged"]["seconds"], 2),
+                       "dev_f1_fp32": f1_fp32["f1"], "dev_f1_bf16": f1_bf16["f1"],
+                       "f1_delta": round(f1_bf16["f1"] - f1_fp32["f1"], 2),
+                       "tag_agreement": round(agree / max(sum(len(x) for x in tags_fp32), 1), 4),
+                       "dev_sentences": len(dev)}
+        tagger = fp32_tagger
     if not args.skip_int8:
         quantize_int8(tagger, args.int8_scheme)
         out["int8_scheme"] = args.int8_scheme
