@@ -47,7 +47,8 @@ def _parse_set(values: list[str]) -> dict[str, Any]:
 
 
 def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """TrainConfig overrides from flags; ``model.x`` keys go into the nested TaggerConfig."""
+    """TrainConfig overrides from flags; ``model.x`` keys go into a partial dict of model settings.
+    Unknown keys are refused by :class:`RetrainRequest`, before any KB or DBR work."""
     flat: dict[str, Any] = {}
     for flag, _t, _h, target in TRAIN_FLAGS:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
@@ -61,12 +62,8 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
             model[key[len("model."):]] = value
         else:
             out[key] = value
-    if model:
-        from tagger.config import TaggerConfig
-
-        base = TaggerConfig().to_dict()
-        base.update(model)
-        out["model"] = base
+    if model:  # only what was given: a warm start checks these against the model it continues
+        out["model"] = model
     return out
 
 
@@ -137,9 +134,11 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args).ensure()
     request = RetrainRequest(
-        kb_snapshot=args.kb_snapshot, datasets=tuple(_datasets(args.datasets)), dbr_mode=args.dbr,
-        promote_margin=args.promote_margin, seed=args.seed, dbr_seed=args.dbr_seed, data_dir=args.data_dir,
-        output_dir=args.output_dir, train_overrides=train_overrides(args),
+        kb_snapshot=args.kb_snapshot, datasets=tuple(_datasets(args.datasets)) if args.datasets else None,
+        dbr_mode=args.dbr, promote_margin=args.promote_margin, seed=args.seed, dbr_seed=args.dbr_seed,
+        data_dir=args.data_dir, output_dir=args.output_dir, train_overrides=train_overrides(args),
+        from_scratch=args.from_scratch, warm_fraction=args.warm_fraction,
+        gate_sentences=args.gate_sentences or None, gate_seed=args.gate_seed,
         command=" ".join(["vaner", *map(shlex.quote, sys.argv[1:])]))
     options = _client_options(args)
     retrainer = Retrainer(settings, notifier=tagger_notifier(args.tagger_address, options),
@@ -153,7 +152,10 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         print_json(outcome.to_dict())
     else:
         d = outcome.to_dict()
-        print(f"model {d['model']} registered (KB snapshot {d['snapshot']}, DBR {d['dbr_set'] or 'none'}); "
+        if outcome.gate is not None and outcome.gate.rows:
+            print("\n".join(outcome.gate.lines()[:-1]))
+        start = f"warm start from {d['warm_start']}" if d["warm_start"] else "from scratch"
+        print(f"model {d['model']} registered ({start}, KB snapshot {d['snapshot']}, DBR {d['dbr_set'] or 'none'}); "
               f"{'PROMOTED to latest' if d['promoted'] else 'NOT promoted'}: {d['reason']}"
               + (f"; tagger service: {d['notified']}" if d["notified"] else ""))
     return 0
@@ -178,9 +180,10 @@ def training_dbr(settings: Settings, snapshot: str, datasets: list[str], mode: s
     return snapshot_id, dbr.load() if dbr is not None else []
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, datasets: str | None = "ncbi,s800",
+            datasets_help: str = "comma-separated dataset names (default ncbi,s800)") -> None:
     p.add_argument("--kb-snapshot", default="latest", help="KB snapshot id or 'latest' (default)")
-    p.add_argument("--datasets", default="ncbi,s800", help="comma-separated dataset names (default ncbi,s800)")
+    p.add_argument("--datasets", default=datasets, help=datasets_help)
     p.add_argument("--data-dir", default=None, help="folder of the datasets (default $VANER_DATA_DIR or shared)")
     p.add_argument("--retrieval-address", default=None,
                    help="build DBR on a retrieval service (host:port; default $VANER_RETRIEVAL_ADDRESS, "
@@ -208,13 +211,22 @@ def register(sub) -> None:  # noqa: ANN001 - argparse subparsers action
     ls.set_defaults(func=cmd_dbr_list)
     dbr.set_defaults(func=lambda args: (dbr.print_help(sys.stderr), 2)[1])
 
-    r = sub.add_parser("retrain", help="rebuild DBR from a KB snapshot, train, evaluate, register, "
-                                       "promote if not worse")
-    _common(r)
+    r = sub.add_parser("retrain", help="continue the current model on fresh DBR (or train anew), gate it against "
+                                       "the current model on every dataset, register, promote if not worse")
+    _common(r, None, "comma-separated dataset names to train on (default: the current model's datasets)")
     r.add_argument("--dbr", choices=["retrieved", "random", "none"], default="retrieved",
                    help="DBR mode mixed into training (default retrieved)")
+    r.add_argument("--from-scratch", action="store_true",
+                   help="train a new adapter and head instead of continuing the current model's (warm start)")
+    r.add_argument("--warm-fraction", type=float, default=0.1,
+                   help="a warm start trains one epoch of this share of the current model's training steps "
+                        "(default 0.1; --epochs/--steps-per-epoch override)")
     r.add_argument("--promote-margin", type=float, default=0.5,
-                   help="promote when dev F1 is at most this many points below the current latest (0.5)")
+                   help="promote only if no dataset's dev F1 drops by more than this many points and the macro "
+                        "F1 does not drop (default 0.5)")
+    r.add_argument("--gate-sentences", type=int, default=300,
+                   help="dev sentences per dataset both models are scored on (default 300; 0 = whole splits)")
+    r.add_argument("--gate-seed", type=int, default=0, help="seed of the gate's dev sample (default 0)")
     r.add_argument("--tagger-address", default=None,
                    help="tagger service to LoadModel the promoted version (default $VANER_TAGGER_ADDRESS)")
     r.add_argument("--seed", type=int, default=13, help="training seed (default 13)")
