@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import grpc
 
 from clients.base import BaseClient
-from clients.types import DocumentEntities, Health, ModelVersion, Progress, RetrainResult
+from clients.types import DocumentEntities, Health, ModelVersion, Progress, RetrainResult, gate_from_proto
 from vaner.categories import Category
 from vaner.progress_proto import progress_from_proto
 from vaner.v1 import kb_pb2, tagger_pb2, tagger_pb2_grpc
@@ -70,14 +70,17 @@ class TaggerClient(BaseClient):
                                                    "LoadModel", timeout))
 
     def retrain_events(self, kb_snapshot: str = "latest", datasets: Sequence[str] = (), dbr_mode: str = "retrieved",
-                       promote_margin: float = 0.0, config_json: str = "",
+                       promote_margin: float = 0.0, config_json: str = "", from_scratch: bool = False,
                        timeout: float | None = None) -> Iterator[Progress | RetrainResult]:
-        """Progress events, then one :class:`RetrainResult`."""
+        """Progress events, then one :class:`RetrainResult` (with the gate table). Empty
+        ``datasets``: the current model's; ``from_scratch``: no warm start from it."""
         req = tagger_pb2.RetrainRequest(kb_snapshot=kb_snapshot, datasets=list(datasets), dbr_mode=dbr_mode,
-                                        promote_margin=promote_margin, config_json=config_json)
+                                        promote_margin=promote_margin, config_json=config_json,
+                                        from_scratch=from_scratch)
         for ev in self._stream(self.stub.Retrain, req, "Retrain", timeout):
             if ev.HasField("done"):
-                yield RetrainResult(ModelVersion.from_proto(ev.done), ev.promoted)
+                gate = gate_from_proto(ev.gate) if ev.HasField("gate") else {}
+                yield RetrainResult(ModelVersion.from_proto(ev.done), ev.promoted, ev.reason, gate)
             elif ev.HasField("progress"):
                 yield progress_from_proto(ev.progress)
 

@@ -140,6 +140,22 @@ class DbrSet:
 class RetrainResult:
     model: ModelVersion
     promoted: bool
+    reason: str = ""
+    gate: dict = field(default_factory=dict, hash=False)  # the shape of `vaner retrain --json`'s "gate"
+
+
+def gate_from_proto(g: Any) -> dict:
+    """A ``GateReport`` as the dict ``vaner retrain --json`` prints under "gate"."""
+    old = g.old_macro if g.HasField("old_macro") else None
+    new = g.new_macro if g.HasField("new_macro") else None
+    return {"promote": g.promote, "reason": g.reason, "margin": g.margin, "current": g.current or None,
+            "macro": {"old": old, "new": new, "delta": None if old is None or new is None else round(new - old, 4)},
+            "datasets": [{"dataset": r.dataset, "old": r.old_f1, "new": r.new_f1, "delta": r.delta,
+                          "verdict": r.verdict, "sentences": r.sentences} for r in g.datasets],
+            "sample": {"seed": g.sample_seed, "per_dataset": g.sample_per_dataset or None,
+                       "sentences": sum(r.sentences for r in g.datasets), "ids_sha256": g.sample_ids_sha256,
+                       "ids_file": g.sample_ids_file},
+            "not_evaluated": list(g.not_evaluated)}
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,8 @@ def _parse_set(values: list[str]) -> dict[str, Any]:
 
 
 def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """TrainConfig overrides from flags; ``model.x`` keys go into the nested TaggerConfig."""
+    """TrainConfig overrides from flags; ``model.x`` keys go into a partial dict of model settings.
+    Unknown keys are refused by :class:`RetrainRequest`, before any KB or DBR work."""
     flat: dict[str, Any] = {}
     for flag, _t, _h, target in TRAIN_FLAGS:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
@@ -74,12 +75,8 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
             model[key[len("model."):]] = value
         else:
             out[key] = value
-    if model:
-        from tagger.config import TaggerConfig
-
-        base = TaggerConfig().to_dict()
-        base.update(model)
-        out["model"] = base
+    if model:  # only what was given: a warm start checks these against the model it continues
+        out["model"] = model
     return out
 
 
@@ -148,9 +145,11 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args).ensure()
     request = RetrainRequest(
-        kb_snapshot=args.kb_snapshot, datasets=tuple(_datasets(args.datasets)), dbr_mode=args.dbr,
-        promote_margin=args.promote_margin, seed=args.seed, dbr_seed=args.dbr_seed, data_dir=args.data_dir,
-        output_dir=args.output_dir, train_overrides=train_overrides(args),
+        kb_snapshot=args.kb_snapshot, datasets=tuple(_datasets(args.datasets)) if args.datasets else None,
+        dbr_mode=args.dbr, promote_margin=args.promote_margin, seed=args.seed, dbr_seed=args.dbr_seed,
+        data_dir=args.data_dir, output_dir=args.output_dir, train_overrides=train_overrides(args),
+        from_scratch=args.from_scratch, warm_fraction=args.warm_fraction,
+        gate_sentences=args.gate_sentences or None, gate_seed=args.gate_seed,
         command=" ".join(["vaner", *map(shlex.quote, sys.argv[1:])]))
     options = _client_options(args)
     retrainer = Retrainer(settings, notifier=tagger_notifier(args.tagger_address, options),
@@ -164,7 +163,10 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         print_json(outcome.to_dict())
     else:
         d = outcome.to_dict()
-        print(f"model {d['model']} registered (KB snapshot {d['snapshot']}, DBR {d['dbr_set'] or 'none'}); "
+        if outcome.gate is not None and outcome.gate.rows:
+            print("\n".join(outcome.gate.lines()[:-1]))
+        start = f"warm start from {d['warm_start']}" if d["warm_start"] else "from scratch"
+        print(f"model {d['model']} registered ({start}, KB snapshot {d['snapshot']}, DBR {d['dbr_set'] or 'none'}); "
               f"{'PROMOTED to latest' if d['promoted'] else 'NOT promoted'}: {d['reason']}"
               + (f"; tagger service: {d['notified']}" if d["notified"] else ""))
     return 0
@@ -199,6 +201,10 @@ COMMON_OPTIONS = [
     option("progress", bool, False, "--progress", help="show progress bars even when not a terminal"),
     *CLIENT_OPTIONS,
 ]
+RETRAIN_OPTIONS = [
+    option("datasets", str | None, None, "--datasets",
+           help="comma-separated dataset names to train on (default: the current model's datasets)")
+    if o.name == "datasets" else o for o in COMMON_OPTIONS]
 
 
 def dbr_build_command(
@@ -226,8 +232,17 @@ def retrain_command(
     ctx: typer.Context,
     dbr: Annotated[Literal["retrieved", "random", "none"], typer.Option(
         "--dbr", help="DBR mode mixed into training")] = "retrieved",
+    from_scratch: Annotated[bool, typer.Option(
+        "--from-scratch", help="train a new adapter and head instead of continuing the current model's")] = False,
+    warm_fraction: Annotated[float, typer.Option(
+        "--warm-fraction", help="a warm start trains one epoch of this share of the current model's training "
+                                "steps (--epochs/--steps-per-epoch override)")] = 0.1,
     promote_margin: Annotated[float, typer.Option(
-        "--promote-margin", help="promote when dev F1 is at most this many points below the current latest")] = 0.5,
+        "--promote-margin", help="promote only if no dataset's dev F1 drops by more than this many points and "
+                                 "the macro F1 does not drop")] = 0.5,
+    gate_sentences: Annotated[int, typer.Option(
+        "--gate-sentences", help="dev sentences per dataset both models are scored on (0 = whole splits)")] = 300,
+    gate_seed: Annotated[int, typer.Option("--gate-seed", help="seed of the gate's dev sample")] = 0,
     tagger_address: Annotated[str | None, typer.Option(
         "--tagger-address", help="tagger service to LoadModel the promoted version (default $VANER_TAGGER_ADDRESS)")] = None,
     seed: Annotated[int, typer.Option("--seed", help="training seed")] = 13,
@@ -239,7 +254,8 @@ def retrain_command(
         help="any TrainConfig field (model.x for TaggerConfig), JSON values; repeatable")] = (),
     **_: object,
 ) -> None:
-    """Rebuild DBR from a KB snapshot, train, evaluate, register, promote if not worse."""
+    """Continue the current model on fresh DBR (or train anew), gate it against the current model on every
+    dataset, register, promote if not worse."""
     invoke(ctx, cmd_retrain)
 
 
@@ -258,7 +274,7 @@ def register(target: typer.Typer | argparse._SubParsersAction) -> None:
     app.add_typer(dbr)
     train_options = [option(flag[2:].replace("-", "_"), typ | None, None, flag, help=help_, panel="Training overrides")
                      for flag, typ, help_, _target in TRAIN_FLAGS]
-    command(app, retrain_command, "retrain", options=[*COMMON_OPTIONS, *train_options], examples=[
+    command(app, retrain_command, "retrain", options=[*RETRAIN_OPTIONS, *train_options], examples=[
         "vaner retrain --kb-snapshot latest --datasets ncbi     # old model keeps serving; promoted only if not worse",
         "vaner retrain --datasets ncbi,s800 --epochs 2 --num-layers 8 --set lr=0.0002 --set model.lora_r=16",
         "vaner retrain --retrieval-address 127.0.0.1:50052 --tagger-address 127.0.0.1:50053 --token-file token",

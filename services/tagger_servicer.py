@@ -82,7 +82,26 @@ def retrain_request_from_proto(request: tagger_pb2.RetrainRequest) -> RetrainReq
         kwargs["datasets"] = tuple(request.datasets)
     if request.promote_margin:
         kwargs["promote_margin"] = request.promote_margin
+    if request.from_scratch:
+        kwargs["from_scratch"] = True
     return RetrainRequest(**kwargs)
+
+
+def gate_to_proto(gate: dict) -> tagger_pb2.GateReport:
+    """The gate table (``GateReport.to_dict()`` of retrieval/gate.py) on the wire."""
+    macro, sample = gate.get("macro") or {}, gate.get("sample") or {}
+    rows = [tagger_pb2.GateRow(dataset=r["dataset"], old_f1=r["old"], new_f1=r["new"], delta=r["delta"],
+                               verdict=r["verdict"], sentences=r["sentences"]) for r in gate.get("datasets", [])]
+    out = tagger_pb2.GateReport(
+        promote=gate["promote"], reason=gate["reason"], margin=gate["margin"], current=gate.get("current") or "",
+        datasets=rows, sample_seed=sample.get("seed") or 0, sample_per_dataset=sample.get("per_dataset") or 0,
+        sample_ids_sha256=sample.get("ids_sha256") or "", sample_ids_file=sample.get("ids_file") or "",
+        not_evaluated=list(gate.get("not_evaluated", [])))
+    if macro.get("old") is not None:
+        out.old_macro = macro["old"]
+    if macro.get("new") is not None:
+        out.new_macro = macro["new"]
+    return out
 
 
 def _check_options(options: tagger_pb2.ExtractOptions) -> list[Category]:
@@ -149,5 +168,8 @@ class TaggerServicer(tagger_pb2_grpc.TaggerServicer):
 
 def retrain_event_to_proto(ev: RetrainEvent) -> tagger_pb2.RetrainEvent:
     if ev.model is not None:
-        return tagger_pb2.RetrainEvent(done=model_to_proto(ev.model), promoted=ev.promoted)
+        out = tagger_pb2.RetrainEvent(done=model_to_proto(ev.model), promoted=ev.promoted, reason=ev.reason)
+        if ev.gate is not None:
+            out.gate.CopyFrom(gate_to_proto(ev.gate.to_dict() if hasattr(ev.gate, "to_dict") else ev.gate))
+        return out
     return tagger_pb2.RetrainEvent(progress=progress_to_proto(ev.progress))

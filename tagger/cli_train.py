@@ -120,7 +120,8 @@ def _caster(default):  # noqa: ANN001, ANN202
     return str
 
 
-def build_train_config(args: argparse.Namespace, output_dir: str) -> TrainConfig:
+def model_settings(args: argparse.Namespace) -> dict:
+    """The model settings the user gave on the command line (and only those)."""
     model_kw = {k: getattr(args, k) for k in ("backbone", "attention", "num_layers", "max_length", "lora_r",
                                                "lora_alpha", "lora_dropout") if getattr(args, k) is not None}
     if args.quantize_4bit:
@@ -131,6 +132,11 @@ def build_train_config(args: argparse.Namespace, output_dir: str) -> TrainConfig
         model_kw["template"] = InstructionTemplate.named(args.instruction)
     if args.lora_targets:
         model_kw["lora_targets"] = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+    return model_kw
+
+
+def build_train_config(args: argparse.Namespace, output_dir: str) -> TrainConfig:
+    model_kw = model_settings(args)
     types = args.type
     if args.train and len(types) not in (1, len(args.train)):
         raise InvalidArgument("give one --type for all --train files, or one per --train file")
@@ -159,24 +165,16 @@ def build_train_config(args: argparse.Namespace, output_dir: str) -> TrainConfig
 
 
 def _warm_start(settings, args: argparse.Namespace, config: TrainConfig):  # noqa: ANN001, ANN202
-    """Continue training a saved model: the model shape comes from the model, so model flags that
-    disagree with it are refused rather than silently ignored."""
-    import json
-
-    from tagger.model import CONFIG_FILE, VanerTagger
+    """Continue training a saved model (tagger/warm_start.py): its model settings are kept, and
+    flags that disagree with them are refused."""
     from tagger.registry import ModelRegistry, resolve_model
+    from tagger.warm_start import load_trainable, warm_start_config
 
     artifact = resolve_model(args.init_from, lambda: ModelRegistry(settings), allow_path=True).artifact_path
-    saved = TaggerConfig.from_dict(json.loads((artifact / CONFIG_FILE).read_text())["model"])
-    for name in ("backbone", "attention", "num_layers", "max_length", "lora_r", "lora_alpha"):
-        given = getattr(args, name, None)
-        if given is not None and given != getattr(saved, name):
-            raise InvalidArgument(f"--{name.replace('_', '-')} {given} disagrees with --init-from "
-                                  f"{args.init_from} ({getattr(saved, name)}); drop the flag")
-    if getattr(args, "instruction", None):
-        raise InvalidArgument("--instruction cannot change with --init-from: the model was trained on its own")
+    saved = warm_start_config(artifact, model_settings(args), source=f"--init-from {args.init_from}",
+                              hint="drop those flags")
     config = dataclasses.replace(config, model=saved)
-    return config, VanerTagger.load(artifact, device=config.device, trainable=True)
+    return config, load_trainable(artifact, device=config.device)
 
 
 def run_train(args: argparse.Namespace) -> int:

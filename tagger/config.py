@@ -1,15 +1,41 @@
 """Typed, self-validating configs for the tagger model and its training (peft-style dataclasses:
-each field's help text lives in its metadata and the CLI reads it from there)."""
+each field's help text lives in its metadata and the CLI reads it from there).
+
+Unknown keys are refused, never dropped: a misspelt ``--set lr_head=0.01`` or a config_json key
+that silently did nothing would train a different model than the one asked for. Saved model
+configs are the one tolerant path (:meth:`TaggerConfig.from_saved`): a key missing from an old
+file takes its default (a field added later must default to the old behaviour), a key listed in
+:data:`RETIRED_MODEL_KEYS` (a field a later release removed) is ignored, and any other unknown
+key is refused, because it means a newer vaner saved the model and dropping a setting it relies
+on could serve different entities without a word.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from tagger.instructions import InstructionTemplate
 from vaner.errors import InvalidArgument
 
+log = logging.getLogger(__name__)
+
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+# TaggerConfig fields that older releases saved and this one no longer has: name -> why it is safe
+# to ignore. Add an entry in the same commit that removes a field. Empty: no field was removed yet.
+RETIRED_MODEL_KEYS: dict[str, str] = {}
+
+
+def check_keys(cls: type, data: Mapping[str, Any], what: str) -> None:
+    """Refuse keys that are not fields of the dataclass ``cls``, naming them and the known ones."""
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(k for k in data if k not in known)
+    if unknown:
+        raise InvalidArgument(f"unknown {what} {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
 
 
 @dataclass(frozen=True)
@@ -45,9 +71,25 @@ class TaggerConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict) -> TaggerConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_dict(cls, data: Mapping[str, Any]) -> TaggerConfig:
+        """From user input (``--set model.x``, config_json): unknown keys are refused."""
+        check_keys(cls, data, "model setting")
+        return cls(**data)
+
+    @classmethod
+    def from_saved(cls, data: Mapping[str, Any], source: str) -> TaggerConfig:
+        """From a saved model's ``tagger_config.json`` (``source`` names it in errors): retired
+        keys are ignored, unknown ones refused (see the module docstring)."""
+        retired = [k for k in data if k in RETIRED_MODEL_KEYS]
+        if retired:
+            log.info("%s: ignoring retired model settings %s", source, retired)
+        kept = {k: v for k, v in data.items() if k not in RETIRED_MODEL_KEYS}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(k for k in kept if k not in known)
+        if unknown:
+            raise InvalidArgument(f"{source}: model settings {', '.join(map(repr, unknown))} are unknown to this "
+                                  "vaner; the model was probably saved by a newer release (upgrade vaner)")
+        return cls(**kept)
 
 
 @dataclass(frozen=True)
@@ -114,3 +156,21 @@ class TrainConfig:
         d = asdict(self)
         d["model"] = self.model.to_dict()
         return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """From user input or a run's saved ``train_config``: unknown keys are refused, and a
+        ``model`` dict goes through :meth:`TaggerConfig.from_dict` (refused the same way)."""
+        check_keys(cls, data, "training setting")
+        return cls(**data)
+
+    @classmethod
+    def check_override_keys(cls, overrides: Mapping[str, Any]) -> None:
+        """Refuse unknown keys in partial overrides (``model`` may be a partial dict of model
+        settings) without building a config: callers check before any expensive work."""
+        check_keys(cls, overrides, "training setting")
+        model = overrides.get("model")
+        if model is not None and not isinstance(model, (Mapping, TaggerConfig)):
+            raise InvalidArgument(f"training setting 'model' must be an object of model settings, not {model!r}")
+        if isinstance(model, Mapping):
+            check_keys(TaggerConfig, model, "model setting")

@@ -51,4 +51,7 @@ class InstructionTemplate:
 
     @classmethod
     def from_dict(cls, data: dict[str, str]) -> InstructionTemplate:
+        unknown = sorted(set(data) - {"with_dataset", "without_dataset"})
+        if unknown:
+            raise InvalidArgument(f"unknown instruction template keys {unknown}; known: with_dataset, without_dataset")
         return cls(**data)

@@ -44,6 +44,25 @@ class WordQuery:
     dataset: str | None = None
 
 
+def read_saved_meta(artifact: str | Path) -> dict:
+    """The ``tagger_config.json`` of a saved model: its model config, training config, dev metrics."""
+    path = Path(artifact) / CONFIG_FILE
+    if not path.exists():
+        raise NotFound(f"{artifact}: not a vaner model (no {CONFIG_FILE})")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"{path}: not JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
+        raise InvalidArgument(f"{path}: no 'model' object")
+    return meta
+
+
+def read_saved_config(artifact: str | Path) -> TaggerConfig:
+    """A saved model's :class:`TaggerConfig`, read the tolerant way (``TaggerConfig.from_saved``)."""
+    return TaggerConfig.from_saved(read_saved_meta(artifact)["model"], f"{Path(artifact) / CONFIG_FILE}")
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -128,11 +147,7 @@ class VanerTagger(nn.Module):
         from safetensors.torch import load_file
 
         artifact = Path(artifact_dir)
-        cfg_path = artifact / CONFIG_FILE
-        if not cfg_path.exists():
-            raise NotFound(f"{artifact}: not a vaner model (no {CONFIG_FILE})")
-        meta = json.loads(cfg_path.read_text())
-        config = TaggerConfig.from_dict(meta["model"])
+        config = read_saved_config(artifact)
         dev = resolve_device(device)
         base, tokenizer = _load_base(config, dev)
         peft_model = PeftModel.from_pretrained(base, str(artifact / ADAPTER_DIR), is_trainable=trainable)

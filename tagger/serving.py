@@ -173,11 +173,14 @@ class MicroBatcher:
 
 @dataclass(frozen=True)
 class RetrainEvent:
-    """Either a progress event or the final outcome (``model`` set)."""
+    """Either a progress event or the final outcome (``model`` set, with the gate's verdict:
+    ``reason`` and ``gate``, the retrain's gate report, which has ``to_dict()``)."""
 
     progress: ProgressEvent | None = None
     model: ModelRecord | None = None
     promoted: bool = False
+    reason: str = ""
+    gate: Any = None
 
 
 @dataclass
@@ -304,4 +307,5 @@ class TaggerCore:
         if promoted:
             progress(ProgressEvent("load", 0, 1, 0.0, None, f"switching to {record.id}"))
             record = self.load_model(record.id)
-        return RetrainEvent(model=record, promoted=promoted)
+        return RetrainEvent(model=record, promoted=promoted, reason=str(getattr(outcome, "reason", "") or ""),
+                            gate=getattr(outcome, "gate", None))

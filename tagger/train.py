@@ -25,6 +25,7 @@ import torch
 
 from tagger.config import TrainConfig
 from tagger.data import DATASETS, Sentence, benchmark_eval_texts, load_dataset, read_conll
+from tagger.encoding import EncodedInput
 from tagger.metrics import entity_prf
 from tagger.mixing import epoch_plan, length_bucketed_batches
 from tagger.model import VanerTagger, WordQuery
@@ -107,6 +108,24 @@ def load_training_data(config: TrainConfig, extra_sentences: Sequence[Sentence] 
     if not any(sources):
         raise InvalidArgument("no training sentences found")
     return TrainingData(sources, names, dev)
+
+
+def steps_per_epoch_for(config: TrainConfig, data: TrainingData) -> int:
+    """Optimizer steps per epoch: as configured, else one pass over the training sentences."""
+    per_step = config.batch_size * config.grad_accum
+    return config.steps_per_epoch or max(1, math.ceil(sum(len(s) for s in data.sources) / per_step))
+
+
+def epoch_batches(model: VanerTagger, data: TrainingData, config: TrainConfig, epoch: int,
+                  steps_per_epoch: int) -> list[list[EncodedInput]]:
+    """The encoded micro-batches of one epoch, in training order: a pure function of (data, config,
+    epoch), which is what lets a resumed run replay its plan and a test rebuild a step's batch."""
+    factors = [dict(config.mix_weights).get(n, 1.0) for n in data.source_names]
+    per_step = config.batch_size * config.grad_accum
+    plan = epoch_plan(data.sources, steps_per_epoch * per_step, config.mix_temperature, config.seed, epoch, factors)
+    encoded = [model.encoder.encode(s.words, s.category, s.dataset, s.tags) for s in plan]
+    order = length_bucketed_batches([len(e.input_ids) for e in encoded], config.batch_size, config.seed, epoch)
+    return [[encoded[i] for i in batch] for batch in order]
 
 
 def evaluate_sentences(model: VanerTagger, sentences: Sequence[Sentence], batch_size: int = 32) -> dict:
@@ -194,9 +213,7 @@ def train(config: TrainConfig, *, extra_sentences: Sequence[Sentence] = (), prog
         model = VanerTagger.create(config.model, device=config.device, seed=config.seed)
     model.train()
 
-    n_total = sum(len(s) for s in data.sources)
-    per_step = config.batch_size * config.grad_accum
-    steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(n_total / per_step))
+    steps_per_epoch = steps_per_epoch_for(config, data)
     total_steps = steps_per_epoch * config.epochs
     trainable = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
     optimizer = torch.optim.AdamW([
@@ -234,10 +251,7 @@ def train(config: TrainConfig, *, extra_sentences: Sequence[Sentence] = (), prog
         _atomic_replace(tmp, ckpt)
 
     for epoch in range(start_epoch, config.epochs):
-        factors = [dict(config.mix_weights).get(n, 1.0) for n in data.source_names]
-        plan = epoch_plan(data.sources, steps_per_epoch * per_step, config.mix_temperature, config.seed, epoch, factors)
-        encoded = [model.encoder.encode(s.words, s.category, s.dataset, s.tags) for s in plan]
-        batches = length_bucketed_batches([len(e.input_ids) for e in encoded], config.batch_size, config.seed, epoch)
+        batches = epoch_batches(model, data, config, epoch, steps_per_epoch)
         first = start_step if epoch == start_epoch else 0
         for step_in_epoch in range(first, steps_per_epoch):
             t0 = time.perf_counter()
@@ -247,7 +261,7 @@ def train(config: TrainConfig, *, extra_sentences: Sequence[Sentence] = (), prog
                 idx = step_in_epoch * config.grad_accum + micro
                 if idx >= len(batches):
                     break
-                batch = model.collate([encoded[i] for i in batches[idx]])
+                batch = model.collate(batches[idx])
                 loss = model.loss(batch) / config.grad_accum
                 loss.backward()
                 loss_sum += float(loss.detach())

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.test_dbr_fakes import FakeKB, FakeRegistry, TrainResult, write_data_dir
+from tests.test_dbr_fakes import FakeEvaluator, FakeKB, FakeRegistry, TrainResult, fake_artifact, write_data_dir
 
 
 @pytest.fixture()
@@ -48,31 +48,61 @@ def test_dbr_build_errors_are_one_line(patched, capsys):
     assert code == 3 and "snapshot" in err
 
 
-def test_retrain_cli_with_fake_trainer(patched, capsys, monkeypatch):
+def test_retrain_cli_with_fake_trainer(patched, capsys, monkeypatch, tmp_path):
+    import retrieval.gate
     import tagger.registry
     import tagger.train
+    import tagger.warm_start
 
-    data, _ = patched
-    reg = FakeRegistry(latest_f1=90.0)
+    data, kb = patched
+    reg = FakeRegistry(latest_f1=90.0, datasets=["ncbi"], artifact=fake_artifact(tmp_path / "current"))
     monkeypatch.setattr(tagger.registry, "ModelRegistry", lambda settings: reg)
+    evaluator = FakeEvaluator({"current": {"ncbi": 90.0}, "best": {"ncbi": 80.0}})
+    monkeypatch.setattr(retrieval.gate, "evaluate_artifact", evaluator)
+    monkeypatch.setattr(tagger.warm_start, "load_trainable", lambda artifact, device="auto": "warm")
     seen = {}
 
-    def fake_train(config, *, extra_sentences=(), progress=None):
-        seen["config"] = config
-        art = config.run_dir / "best"
-        art.mkdir(parents=True, exist_ok=True)
+    def fake_train(config, *, extra_sentences=(), progress=None, model=None):
+        seen["config"], seen["model"] = config, model
+        art = fake_artifact(config.run_dir / "best", config.model.to_dict())
         return TrainResult(art, {"f1": 80.0, "datasets": {"ncbi": {"f1": 80.0}}})
 
     monkeypatch.setattr(tagger.train, "train", fake_train)
-    code, out, err = _run(["retrain", "--datasets", "ncbi", "--data-dir", str(data), "--epochs", "2",
-                           "--num-layers", "2", "--set", "lr=0.0002", "--json"], capsys)
+    code, out, err = _run(["retrain", "--data-dir", str(data), "--epochs", "2", "--num-layers", "2",
+                           "--set", "lr=0.0002", "--json"], capsys)
     assert code == 0, err
     res = json.loads(out)
     assert res["promoted"] is False and reg.latest == "m0" and res["snapshot"] == "snap-1"
+    assert res["warm_start"] == "m0" and seen["model"] == "warm"
+    assert res["gate"]["datasets"] == [{"dataset": "ncbi", "old": 90.0, "new": 80.0, "delta": -10.0,
+                                        "verdict": "drop", "sentences": 4}]
+    assert seen["config"].datasets == ("ncbi",)  # the current model's datasets by default
     assert seen["config"].epochs == 2 and seen["config"].model.num_layers == 2 and seen["config"].lr == 2e-4
-    code, out, err = _run(["retrain", "--datasets", "ncbi", "--data-dir", str(data), "--promote-margin", "20",
-                           "--json"], capsys)
-    assert json.loads(out)["promoted"] is True and reg.latest == json.loads(out)["model"]
+    evaluator.scores["best"] = {"ncbi": 91.0}
+    code, out, err = _run(["retrain", "--data-dir", str(data)], capsys)
+    assert code == 0, err
+    assert out.splitlines()[0].split() == ["ncbi", "old", "90.00", "new", "91.00", "+1.00", "ok"]
+    assert "PROMOTED to latest" in out and "warm start from m0" in out and reg.latest != "m0"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "nosuch=1"], "unknown training setting 'nosuch'"),
+    (["--set", "model.lora_rank=4"], "unknown model setting 'lora_rank'"),
+    (["--num-layers", "3"], "--from-scratch"),
+    (["--lr", "7"], "learning rates"),
+])
+def test_retrain_cli_refuses_bad_overrides_before_any_dbr_work(patched, capsys, monkeypatch, tmp_path, argv,
+                                                               message):
+    import tagger.registry
+    import tagger.train
+
+    data, kb = patched
+    reg = FakeRegistry(latest_f1=90.0, datasets=["ncbi"], artifact=fake_artifact(tmp_path / "current"))
+    monkeypatch.setattr(tagger.registry, "ModelRegistry", lambda settings: reg)
+    monkeypatch.setattr(tagger.train, "train", lambda *a, **k: pytest.fail("trained"))
+    code, out, err = _run(["retrain", "--data-dir", str(data), *argv], capsys)
+    assert code == 2 and err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+    assert kb.search_calls == 0 and kb.encoder.calls == 0 and len(reg.records) == 1
 
 
 def test_train_dbr_through_the_dispatcher(patched, capsys, monkeypatch, tmp_path):

@@ -200,19 +200,36 @@ class Record:
     metrics: dict
     kb_snapshot: str | None = None
     artifact_path: str = ""
+    datasets: list = field(default_factory=list)
+    hyperparameters: dict = field(default_factory=dict)
+
+
+def fake_artifact(root: Path, model: dict | None = None, step: int = 40) -> Path:
+    """A folder that reads as a saved model (its config only): enough for warm-start planning."""
+    import json
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "tagger_config.json").write_text(json.dumps({"model": model or {"backbone": "tiny", "num_layers": 2},
+                                                         "step": step}))
+    return root
 
 
 class FakeRegistry:
-    def __init__(self, latest_f1: float | None = None):
+    """``latest_f1`` set: a current model m0 (``datasets``, ``artifact`` as given)."""
+
+    def __init__(self, latest_f1: float | None = None, datasets=(), artifact: Path | str = "",
+                 hyperparameters: dict | None = None):
         self.records: list[Record] = []
         self.latest: str | None = None
         if latest_f1 is not None:
-            self.records.append(Record("m0", {"dev": {"f1": latest_f1}}))
+            self.records.append(Record("m0", {"dev": {"f1": latest_f1}}, artifact_path=str(artifact),
+                                       datasets=list(datasets), hyperparameters=hyperparameters or {}))
             self.latest = "m0"
 
     def register(self, artifact_dir, *, backbone, datasets, template, hyperparameters, metrics, command,
                  kb_snapshot=None, promote=False):
-        rec = Record(f"m{len(self.records)}", metrics, kb_snapshot, str(artifact_dir))
+        rec = Record(f"m{len(self.records)}", metrics, kb_snapshot, str(artifact_dir), list(datasets),
+                     hyperparameters)
         self.records.append(rec)
         if promote:
             self.latest = rec.id
@@ -224,3 +241,17 @@ class FakeRegistry:
             if r.id == want:
                 return r
         raise NotFound(f"model {ref!r} not found")
+
+
+class FakeEvaluator:
+    """Gate scores per artifact folder name (``scores[name][dataset]``); records what each model
+    was asked to score, as (dataset, source of each sentence)."""
+
+    def __init__(self, scores: dict[str, dict[str, float]]):
+        self.scores = scores
+        self.seen: dict[str, dict[str, list[str]]] = {}
+
+    def __call__(self, artifact, sentences, device="auto", progress=None):
+        name = Path(artifact).name
+        self.seen[name] = {d: [s.source for s in sents] for d, sents in sentences.items()}
+        return {d: self.scores[name][d] for d in sentences}

@@ -104,6 +104,10 @@ def test_stack_end_to_end(stack):
                             on_progress=events.append)
         assert events and result.model.kb_snapshot == snap.id
         assert result.promoted and result.model.id != stack["first"].id
+        # a warm start from the serving model, gated against it on the same ncbi dev sentences
+        assert result.model.hyperparameters["warm_start"] == stack["first"].id
+        assert [r["dataset"] for r in result.gate["datasets"]] == ["ncbi"] and result.gate["promote"]
+        assert result.gate == result.model.metrics["gate"] and "gate" in {e.stage for e in events}
         assert tg.model_info().id == result.model.id
         # 4. extract from a client with the new model
         text = "Germline mutations in BRCA1 cause familial breast cancer."

@@ -198,19 +198,29 @@ def test_hot_swap_under_concurrent_load_loses_nothing(stack):
 def test_retrain_streams_progress_then_loads_promoted(stack, tmp_path):
     home = stack["home"]
 
+    from retrieval.gate import GateSample, decide, emit_report
+
+    sample = GateSample(0, 300, {}, {"ncbi": ["ncbi:dev:0", "ncbi:dev:5"], "bc2gm": ["bc2gm:dev:1"]})
+    report = decide({"ncbi": 80.0, "bc2gm": 70.0}, {"ncbi": 81.5, "bc2gm": 69.75}, sample, 0.5, "m0", ["x.tsv"],
+                    "/runs/r/gate_sample.json")
+
     def retrain(request, progress):
-        assert request.kb_snapshot == "s-1" and request.datasets == ("ncbi",)
+        assert request.kb_snapshot == "s-1" and request.datasets == ("ncbi",) and request.from_scratch
         assert request.train_overrides == {"epochs": 1} and request.command == "Tagger.Retrain"
         for i in range(3):
             progress(ProgressEvent("train", i, 3, 1.0, 2.0, f"step {i}"))
+        emit_report(report, progress)
         rec = register_model(home, fake_artifact(tmp_path, "a3"), promote=True)
-        return type("Outcome", (), {"model": rec, "promoted": True})()
+        return type("Outcome", (), {"model": rec, "promoted": True, "reason": report.reason, "gate": report})()
 
     stack["state"]["retrain"] = retrain
-    events = list(stack["client"].retrain_events("s-1", ["ncbi"], config_json='{"epochs": 1}'))
+    events = list(stack["client"].retrain_events("s-1", ["ncbi"], config_json='{"epochs": 1}', from_scratch=True))
     assert [e.message for e in events if isinstance(e, Progress)][:3] == ["step 0", "step 1", "step 2"]
+    # the same gate table as the CLI: as progress lines, and structured on the final event
+    assert [e.message for e in events if isinstance(e, Progress) and e.stage == "gate"] == report.lines()
     done = events[-1]
     assert isinstance(done, RetrainResult) and done.promoted
+    assert done.gate == report.to_dict() and done.reason == report.reason
     assert stack["client"].model_info().id == done.model.id
     assert stack["client"].extract(["x y"])[0].model_version == done.model.id
 
@@ -236,6 +246,11 @@ def test_retrain_refuses_a_second_and_reports_failures(stack):
         list(c.retrain_events(dbr_mode="weird"))
     with pytest.raises(E.InvalidArgument, match="config_json"):
         list(c.retrain_events(config_json="[1]"))
+    # unknown training settings: INVALID_ARGUMENT before the retrain starts (no DBR, no training)
+    stack["state"]["retrain"] = lambda request, progress: pytest.fail("the retrain started")
+    for bad in ('{"nosuch": 1}', '{"train_overrides": {"model": {"lora_rank": 4}}}', '{"dbr_params": {"k": 1}}'):
+        with pytest.raises(E.InvalidArgument, match="unknown"):
+            list(c.retrain_events(config_json=bad))
     assert c.extract(["still serving"])[0].entities  # serving was never interrupted
 
 
@@ -278,7 +293,8 @@ def test_retrain_request_from_proto():
         retrain_request_from_proto(tagger_pb2.RetrainRequest(config_json='{"train_overrides": 3}'))
     req = retrain_request_from_proto(tagger_pb2.RetrainRequest(
         config_json='{"seed": 3, "epochs": 1, "train_overrides": {"lr": 0.1}}'))
-    assert req.seed == 3 and req.train_overrides == {"lr": 0.1, "epochs": 1} and req.datasets == ("ncbi", "s800")
+    assert req.seed == 3 and req.train_overrides == {"lr": 0.1, "epochs": 1}
+    assert req.datasets is None and not req.from_scratch  # the current model's datasets, warm start
 
 
 def test_reflection_lists_the_services(stack):
@@ -300,3 +316,13 @@ def test_graceful_stop_finishes_in_flight_calls(stack):
     assert time.monotonic() - t0 >= 0.5  # it waited for the call
     t.join(15)
     assert result["out"][0].entities
+
+
+def test_gate_report_survives_the_wire():
+    from clients.types import gate_from_proto
+    from retrieval.gate import GateSample, decide, ungated
+    from services.tagger_servicer import gate_to_proto
+
+    sample = GateSample(4, None, {}, {"s800": ["s800:dev:3"]})
+    for report in (decide({"s800": 70.0}, {"s800": 60.0}, sample, 0.5, "m1"), ungated("no current model", 0.5)):
+        assert gate_from_proto(gate_to_proto(report.to_dict())) == report.to_dict()
