@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tagger.extract import Extractor, merge_for_inference
+from tagger.extract import Extractor, load_for_inference
 from tagger.formats import Document
-from tagger.model import VanerTagger
 
 DEFAULT = Path(__file__).resolve().parent.parent / "models" / "default"
 
@@ -23,7 +22,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def extractor():
-    return Extractor(merge_for_inference(VanerTagger.load(DEFAULT, device="cpu")))
+    return Extractor(load_for_inference(DEFAULT, device="cpu"))
 
 
 def test_default_model_finds_each_type(extractor):
