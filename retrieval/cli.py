@@ -25,7 +25,7 @@ from vaner.cli_common import (
     settings_from_args,
 )
 from vaner.corpus import DATASETS, Sentence
-from vaner.errors import InvalidArgument
+from vaner.errors import InvalidArgument, Unavailable, VanerError
 from vaner.progress import ProgressBars, ProgressCallback
 from vaner.settings import Settings
 
@@ -169,6 +169,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         print(f"model {d['model']} registered ({start}, KB snapshot {d['snapshot']}, DBR {d['dbr_set'] or 'none'}); "
               f"{'PROMOTED to latest' if d['promoted'] else 'NOT promoted'}: {d['reason']}"
               + (f"; tagger service: {d['notified']}" if d["notified"] else ""))
+    err = outcome.notify_error
+    if err is not None:  # promoted, but the tagger serves something else: not a success
+        raise err if isinstance(err, VanerError) else Unavailable(f"the tagger did not load the new model: {err}")
     return 0
 
 

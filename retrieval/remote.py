@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.dbr import DbrParams, DbrSet, load_cached
-from vaner.errors import Unavailable
+from vaner.errors import Unavailable, VanerError
 from vaner.progress import ProgressCallback
 from vaner.settings import Settings
 
@@ -34,11 +34,25 @@ def notify_tagger(address: str, version: str, timeout: float = 600.0, options: A
 
 
 def tagger_notifier(address: str | None, options: Any = None) -> Callable[[str], str] | None:
-    """A Retrainer notifier for ``--tagger-address`` / ``$VANER_TAGGER_ADDRESS``, or None."""
+    """A Retrainer notifier for ``--tagger-address`` / ``$VANER_TAGGER_ADDRESS``, or None. Its
+    failure says what it means (the registry moved, the tagger did not) and what to do about it."""
     address = address or os.environ.get(TAGGER_ADDRESS_ENV)
     if not address:
         return None
-    return lambda version: notify_tagger(address, version, options=options)
+
+    def notify(version: str) -> str:
+        try:
+            return notify_tagger(address, version, options=options)
+        except Exception as exc:
+            reason = exc.message if isinstance(exc, VanerError) else f"{type(exc).__name__}: {exc}"
+            advice = (f"model {version} is promoted to latest in the registry, but the tagger at {address} did not "
+                      f"load it ({reason}). A tagger serving 'latest' switches on its own within its "
+                      "tagger.reconcile_seconds; otherwise check the address and credentials (--token-file, "
+                      f"--tls-ca, --tls-server-name) and call Tagger.LoadModel with version {version}, or "
+                      "restart the tagger")
+            raise (type(exc)(advice) if isinstance(exc, VanerError) else Unavailable(advice)) from exc
+
+    return notify
 
 
 def build_dbr_remote(address: str, settings: Settings, datasets: Sequence[str], params: DbrParams,

@@ -137,6 +137,7 @@ class RetrainOutcome:
     gate: GateReport | None = None
     warm_start: str | None = None
     notified: str | None = None
+    notify_error: Exception | None = field(default=None, repr=False)  # the CLI exits non-zero with it
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": getattr(self.model, "id", None), "promoted": self.promoted, "snapshot": self.snapshot,
@@ -346,9 +347,10 @@ class Retrainer:
             try:
                 self.notifier(str(record.id))
                 outcome.notified = "ok"
-            except Exception as exc:  # the model is registered and promoted; serving catches up on restart
+            except Exception as exc:  # registered and promoted; a tagger following latest catches up
                 log.warning("could not tell the tagger service to load %s: %s", record.id, exc)
                 outcome.notified = f"failed: {exc}"
+                outcome.notify_error = exc
         self._emit(progress, "retrain", f"done in {time.monotonic() - t0:.0f}s: {record.id} "
                                         f"{'promoted' if report.promote else 'not promoted'} ({report.reason})")
         return outcome

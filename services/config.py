@@ -115,14 +115,20 @@ class TaggerSection:
     threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = torch's default (all cores)"})
     max_documents: int = field(default=512, metadata={"help": "documents per Extract call"})
     max_text_chars: int = field(default=1_000_000, metadata={"help": "characters per document"})
+    max_call_words: int = field(default=200_000, metadata={
+        "help": "words per Extract call (per document for ExtractStream); RESOURCE_EXHAUSTED above"})
+    reconcile_seconds: float = field(default=30.0, metadata={
+        "help": "how often a tagger serving 'latest' checks the registry and switches when it moved; 0 = never"})
     retrieval_address: str = field(default="", metadata={"help": "host:port of Retrieval for Retrain; empty = in-process"})
     kb_address: str = field(default="", metadata={"help": "host:port of the KB for Retrain; empty = in-process"})
 
     def __post_init__(self) -> None:
         if self.threads < 0:
             raise InvalidArgument("tagger.threads must be >= 0 (0 = torch's default)")
-        if self.batch_size < 1 or self.max_documents < 1 or self.max_text_chars < 1:
-            raise InvalidArgument("tagger.batch_size, max_documents and max_text_chars must be >= 1")
+        if min(self.batch_size, self.max_documents, self.max_text_chars, self.max_call_words) < 1:
+            raise InvalidArgument("tagger.batch_size, max_documents, max_text_chars and max_call_words must be >= 1")
+        if self.reconcile_seconds < 0:
+            raise InvalidArgument("tagger.reconcile_seconds must be >= 0 (0 = never)")
         if not self.model.strip():
             raise InvalidArgument("tagger.model must name a version, 'latest' or a directory")
 

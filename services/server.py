@@ -278,12 +278,24 @@ def _add_retrieval(server: grpc.Server, config: ServeConfig) -> ServiceParts:
     return ServiceParts(probes=[lambda: servicer.kb.health()])
 
 
-def _add_tagger(server: grpc.Server, config: ServeConfig) -> list[Callable[[], None]]:
+def add_tagger(server: grpc.Server, config: ServeConfig, core: Any = None) -> ServiceParts:
+    """The Tagger service; ``core`` replaces the TaggerCore built from the config (tests pass one
+    over a fake back end). Health follows the model: NOT_SERVING while none is loaded or it fails
+    a one-sentence probe (``TaggerCore.check_health``)."""
+    from services.tagger_servicer import TaggerServicer
+    from vaner.v1 import tagger_pb2_grpc
+
+    if core is None:
+        core = _tagger_core(config)
+    core.start()
+    tagger_pb2_grpc.add_TaggerServicer_to_server(TaggerServicer(core), server)
+    return ServiceParts(closers=[core.close], probes=[core.check_health])
+
+
+def _tagger_core(config: ServeConfig) -> Any:
     from clients.base import ClientOptions
     from retrieval.remote import service_retrainer
-    from services.tagger_servicer import TaggerServicer
     from tagger.serving import Limits, TaggerCore
-    from vaner.v1 import tagger_pb2_grpc
 
     t = config.tagger
     settings = config.settings()
@@ -294,11 +306,9 @@ def _add_tagger(server: grpc.Server, config: ServeConfig) -> list[Callable[[], N
                                       options=siblings)
         return retrainer.run(request, progress=progress)
 
-    core = TaggerCore(settings, model_ref=t.model, device=t.device, batch_size=t.batch_size, threads=t.threads,
-                      limits=Limits(t.max_documents, t.max_text_chars), retrain_fn=retrain)
-    core.start()
-    tagger_pb2_grpc.add_TaggerServicer_to_server(TaggerServicer(core), server)
-    return [core.close]
+    return TaggerCore(settings, model_ref=t.model, device=t.device, batch_size=t.batch_size, threads=t.threads,
+                      limits=Limits(t.max_documents, t.max_text_chars, t.max_call_words), retrain_fn=retrain,
+                      reconcile_seconds=t.reconcile_seconds)
 
 
 class RemoteKnowledgeBase:
@@ -338,7 +348,7 @@ class RemoteKnowledgeBase:
 
 
 BUILDERS: dict[str, Callable[[grpc.Server, ServeConfig], ServiceParts | list[Callable[[], None]]]] = {
-    "kb": add_kb, "retrieval": _add_retrieval, "tagger": _add_tagger}
+    "kb": add_kb, "retrieval": _add_retrieval, "tagger": add_tagger}
 
 
 def start_service(service: str, config: ServeConfig, port: int | None = None,

@@ -16,6 +16,7 @@ from dataclasses import fields
 import grpc
 
 from retrieval.retrain import RetrainRequest
+from services.calls import call_ended
 from services.convert import hit_to_proto
 from tagger.formats import Document
 from tagger.registry import ModelRecord
@@ -122,7 +123,8 @@ class TaggerServicer(tagger_pb2_grpc.TaggerServicer):
 
     def _extract(self, documents, categories, context):  # noqa: ANN001, ANN202
         try:
-            return self.core.extract(documents, categories, timeout=_remaining(context))
+            return self.core.extract(documents, categories, timeout=_remaining(context),
+                                     should_stop=call_ended(context))
         except FutureTimeout as exc:
             raise DeadlineExceeded("the deadline passed before the model finished") from exc
 
@@ -157,12 +159,14 @@ class TaggerServicer(tagger_pb2_grpc.TaggerServicer):
             yield retrain_event_to_proto(ev)
 
     def Health(self, request, context) -> kb_pb2.HealthResponse:  # noqa: N802, ANN001
-        details = {"ready": str(self.core.ready).lower()}
+        details = {"ready": str(self.core.ready).lower(), "follows_latest": str(self.core.follows_latest).lower()}
         try:
             info = self.core.model_info()
             details["model"] = info.id
         except VanerError as exc:
             details["model_error"] = exc.message
+        if self.core.reconcile_error:
+            details["reconcile_error"] = self.core.reconcile_error
         return kb_pb2.HealthResponse(ok=self.core.ready, service="tagger", version=__version__, details=details)
 
 

@@ -12,8 +12,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -135,6 +136,29 @@ class ServiceProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class DocumentBackend:
+    """A serving back end (tagger.serving.Backend) over a plain ``(documents, categories) ->
+    documents`` function, one unit per document: fakes for tests of the serving core and the
+    servicer that need no model. ``words`` counts whitespace-separated words."""
+
+    def __init__(self, fn: Callable[[list[Any], list[Any]], list[Any]]):
+        self.fn = fn
+
+    def plan(self, documents: list[Any], categories: list[Any], should_stop: Any = None) -> Any:
+        from tagger.serving import CallPlan
+
+        units = [(doc, tuple(categories)) for doc in documents]
+        return CallPlan(iter(units), sum(len(d.text.split()) for d in documents), list)
+
+    def run(self, units: list[Any]) -> list[Any]:
+        outputs: list[Any] = [None] * len(units)
+        for cats in dict.fromkeys(c for _, c in units):  # one call per category set, in order
+            idx = [i for i, (_, c) in enumerate(units) if c == cats]
+            for i, out in zip(idx, self.fn([units[i][0] for i in idx], list(cats)), strict=True):
+                outputs[i] = out
+        return outputs
 
 
 def make_tiny_model(backbone_dir: Path, artifact_dir: Path, seed: int = 0) -> Path:

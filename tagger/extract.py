@@ -31,8 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from tagger.decoding import DECODINGS, decode_ids
+from tagger.encoding import EncodedInput
 from tagger.formats import Document, DocumentEntities, Entity, document_sentences
 from tagger.model import VanerTagger, WordQuery
+from tagger.text import TextSentence
+from vaner.cancel import StopCheck, check_stop
 from vaner.categories import Category
 from vaner.corpus import TAGS, tags_to_spans
 from vaner.errors import InvalidArgument
@@ -101,6 +104,23 @@ def resolve_overlaps(entities: Sequence[Entity], policy: str = "best") -> list[E
     return sorted(kept, key=lambda e: (e.start, e.end, e.type))
 
 
+@dataclass(frozen=True)
+class ExtractionPlan:
+    """A call split into model queries, before any model work: what a server needs to cap a call's
+    cost (``words``) and to schedule its queries fairly beside other calls' (tagger/serving.py)."""
+
+    documents: list[Document]
+    sentences: list[list[TextSentence]]  # per document
+    queries: list[WordQuery]  # one per (sentence, category)
+    index: list[tuple[int, int, Category]]  # (document, sentence, category) of each query
+    empty: int  # documents without a sentence
+
+    @property
+    def words(self) -> int:
+        """Words of the input (each sentence counted once, whatever the number of categories)."""
+        return sum(len(s.tokens) for sents in self.sentences for s in sents)
+
+
 class Extractor:
     def __init__(self, tagger: VanerTagger, batch_size: int = 32, overlap: str = "best",
                  link: LinkFn | None = None, model_id: str | None = None, chunk_queries: int = 512,
@@ -120,6 +140,39 @@ class Extractor:
         self._lock = threading.Lock()
         self.last_stats: ExtractionStats | None = None
 
+    def plan(self, documents: Sequence[Document], categories: Sequence[Category | str] | None = None,
+             dataset: str | None = None, should_stop: StopCheck | None = None) -> ExtractionPlan:
+        """Split the documents into sentences and one query per (sentence, category); no model work.
+        ``should_stop`` is looked at between documents (a server's caller may leave meanwhile)."""
+        cats = Category.parse_list(list(categories) if categories is not None else None)
+        dataset = dataset.strip() if dataset and dataset.strip() else None
+        docs = list(documents)
+        per_doc_sents = []
+        empty = 0
+        for d in docs:
+            check_stop(should_stop, "extraction")
+            sents = document_sentences(d) if d.text.strip() else []
+            if not sents:
+                empty += 1
+            per_doc_sents.append(sents)
+        if empty:
+            log.info("skipping %d empty document(s) of %d", empty, len(docs))
+        queries: list[WordQuery] = []
+        index: list[tuple[int, int, Category]] = []
+        for di, sents in enumerate(per_doc_sents):
+            for si, s in enumerate(sents):
+                words = s.words
+                for c in cats:
+                    queries.append(WordQuery(words, c, dataset))
+                    index.append((di, si, c))
+        return ExtractionPlan(docs, per_doc_sents, queries, index, empty)
+
+    def window_proba(self, windows: Sequence[EncodedInput]) -> list[np.ndarray]:
+        """One forward pass over model windows (:meth:`VanerTagger.query_windows`), serialised
+        with every other use of this model."""
+        with self._lock:
+            return self.tagger.window_proba(windows, batch_size=self.batch_size)
+
     def extract(self, documents: Sequence[Document], categories: Sequence[Category | str] | None = None,
                 dataset: str | None = None, *, overlap: str | None = None, link: LinkFn | None = None,
                 progress: ProgressCallback | None = None) -> list[DocumentEntities]:
@@ -128,30 +181,9 @@ class Extractor:
         ``dataset`` switches to the dataset-specific instruction (to mimic that corpus's
         annotation style); by default unseen text gets the dataset-free one.
         """
-        cats = Category.parse_list(list(categories) if categories is not None else None)
-        policy = overlap or self.overlap
-        resolve_overlaps([], policy)
-        link = link if link is not None else self.link
-        dataset = dataset.strip() if dataset and dataset.strip() else None
-
-        per_doc_sents = []
-        empty = 0
-        for d in documents:
-            sents = document_sentences(d) if d.text.strip() else []
-            if not sents:
-                empty += 1
-            per_doc_sents.append(sents)
-        if empty:
-            log.info("skipping %d empty document(s) of %d", empty, len(documents))
-
-        queries: list[WordQuery] = []
-        index: list[tuple[int, int, Category]] = []  # (doc, sentence, category) per query
-        for di, sents in enumerate(per_doc_sents):
-            for si, s in enumerate(sents):
-                for c in cats:
-                    queries.append(WordQuery(s.words, c, dataset))
-                    index.append((di, si, c))
-
+        resolve_overlaps([], overlap or self.overlap)
+        plan = self.plan(documents, categories, dataset)
+        queries = plan.queries
         probs: list[np.ndarray] = []
         tracker = ProgressTracker("extract", total=len(queries), callback=progress)
         for i in range(0, len(queries), self.chunk_queries):
@@ -161,10 +193,18 @@ class Extractor:
             tracker.advance(len(chunk))
         if progress:
             tracker.finish()
+        return self.assemble(plan, probs, overlap=overlap, link=link)
 
+    def assemble(self, plan: ExtractionPlan, probs: Sequence[np.ndarray], *, overlap: str | None = None,
+                 link: LinkFn | None = None) -> list[DocumentEntities]:
+        """Decode each query's probabilities into spans, resolve overlaps, link: the documents out."""
+        policy = overlap or self.overlap
+        resolve_overlaps([], policy)
+        link = link if link is not None else self.link
+        documents = plan.documents
         found: list[list[Entity]] = [[] for _ in documents]
-        for (di, si, cat), p in zip(index, probs, strict=True):
-            tokens = per_doc_sents[di][si].tokens
+        for (di, si, cat), p in zip(plan.index, probs, strict=True):
+            tokens = plan.sentences[di][si].tokens
             ids = decode_ids(p, self.decoding)
             tags = [TAGS[int(k)] for k in ids]
             picked = p[np.arange(len(ids)), ids]
@@ -181,8 +221,8 @@ class Extractor:
             out.append(dataclasses.replace(d, entities=tuple(kept)))
         if link is not None and n_entities:
             out = self._link(out, link)
-        self.last_stats = ExtractionStats(len(documents), empty, sum(len(s) for s in per_doc_sents), len(queries),
-                                          sum(len(q.words) for q in queries), n_entities)
+        self.last_stats = ExtractionStats(len(documents), plan.empty, sum(len(s) for s in plan.sentences),
+                                          len(plan.queries), sum(len(q.words) for q in plan.queries), n_entities)
         return out
 
     @staticmethod
@@ -199,5 +239,5 @@ class Extractor:
         return [dataclasses.replace(d, entities=tuple(e)) for d, e in zip(docs, ents, strict=True)]
 
 
-__all__ = ["Extractor", "ExtractionStats", "LinkFn", "OVERLAP_POLICIES", "load_for_inference", "merge_for_inference",
-           "resolve_overlaps"]
+__all__ = ["ExtractionPlan", "Extractor", "ExtractionStats", "LinkFn", "OVERLAP_POLICIES", "load_for_inference",
+           "merge_for_inference", "resolve_overlaps"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +69,15 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise FailedPrecondition(f"device {device!r} asked for, but CUDA is not available")
     return torch.device(device)
+
+
+def fold_windows(lengths: Sequence[int], pieces: Iterable[tuple[int, int, np.ndarray]]) -> list[np.ndarray]:
+    """Per-query (len(words), 3) probabilities from per-window ones: each piece is (query index,
+    the window's first word in that query, :meth:`VanerTagger.window_proba` rows of the window)."""
+    results = [np.zeros((n, len(TAGS)), dtype=np.float32) for n in lengths]
+    for qi, offset, p in pieces:
+        results[qi][offset: offset + len(p)] = p
+    return results
 
 
 def _load_base(config: TaggerConfig, device: torch.device):  # noqa: ANN202
@@ -218,33 +227,43 @@ class VanerTagger(nn.Module):
                                            ignore_index=IGNORE_INDEX)
 
     # ---- inference ----------------------------------------------------------------------------
+    def query_windows(self, query: WordQuery) -> list[EncodedInput]:
+        """The model inputs that cover one query's words (a long sentence takes several windows).
+        Separate from :meth:`window_proba` so a server can encode lazily, just before a batch."""
+        if not query.words:
+            return []
+        return self.encoder.encode_windows(list(query.words), query.category, query.dataset)
+
     @torch.no_grad()
+    def window_proba(self, windows: Sequence[EncodedInput], batch_size: int = 32,
+                     max_batch_tokens: int = 8192) -> list[np.ndarray]:
+        """O/B/I probabilities at each window's kept words, shape (len(word_starts), 3), in input
+        order; windows are sorted by length before batching so padding stays small."""
+        was_training = self.training
+        self.eval()
+        out: list[np.ndarray] = [np.zeros((0, len(TAGS)), dtype=np.float32)] * len(windows)
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
+        i = 0
+        while i < len(order):
+            longest = len(windows[order[min(i + batch_size, len(order)) - 1]].input_ids)
+            size = max(1, min(batch_size, max_batch_tokens // max(longest, 1)))
+            rows = order[i: i + size]
+            i += size
+            batch = self.collate([windows[j] for j in rows])
+            probs = torch.softmax(self(batch["input_ids"], batch["attention_mask"]).float(), dim=-1).cpu().numpy()
+            for row, j in enumerate(rows):
+                out[j] = probs[row, windows[j].word_starts]
+        self.train(was_training)
+        return out
+
     def predict_proba(self, queries: Sequence[WordQuery], batch_size: int = 32,
                       max_batch_tokens: int = 8192) -> list[np.ndarray]:
         """Per-word O/B/I probabilities, shape (len(words), 3), for each query. Long sentences are
         covered by consecutive windows; inputs are sorted by length before batching."""
-        was_training = self.training
-        self.eval()
-        pieces: list[tuple[int, EncodedInput]] = []
-        for qi, q in enumerate(queries):
-            if q.words:
-                for enc in self.encoder.encode_windows(list(q.words), q.category, q.dataset):
-                    pieces.append((qi, enc))
-        results = [np.zeros((len(q.words), len(TAGS)), dtype=np.float32) for q in queries]
-        order = sorted(range(len(pieces)), key=lambda i: len(pieces[i][1].input_ids))
-        i = 0
-        while i < len(order):
-            longest = len(pieces[order[min(i + batch_size, len(order)) - 1]][1].input_ids)
-            size = max(1, min(batch_size, max_batch_tokens // max(longest, 1)))
-            chunk = [pieces[j] for j in order[i: i + size]]
-            i += size
-            batch = self.collate([enc for _, enc in chunk])
-            probs = torch.softmax(self(batch["input_ids"], batch["attention_mask"]).float(), dim=-1).cpu().numpy()
-            for row, (qi, enc) in enumerate(chunk):
-                starts = enc.word_starts
-                results[qi][enc.word_offset: enc.word_offset + len(starts)] = probs[row, starts]
-        self.train(was_training)
-        return results
+        pieces = [(qi, enc) for qi, q in enumerate(queries) for enc in self.query_windows(q)]
+        probs = self.window_proba([enc for _, enc in pieces], batch_size, max_batch_tokens)
+        return fold_windows([len(q.words) for q in queries],
+                            ((qi, enc.word_offset, p) for (qi, enc), p in zip(pieces, probs, strict=True)))
 
     def predict_tags(self, queries: Sequence[WordQuery], batch_size: int = 32,
                      decoding: str = "viterbi") -> list[list[str]]:

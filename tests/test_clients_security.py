@@ -18,7 +18,7 @@ from clients.base import ClientOptions, RetryPolicy
 from services.config import ServeConfig
 from services.server import start_service
 from services.tagger_servicer import TaggerServicer
-from services.testing import REPO, free_port, register_model
+from services.testing import REPO, DocumentBackend, free_port, register_model
 from tagger.serving import TaggerCore
 from vaner import errors as E
 from vaner.settings import Settings
@@ -26,7 +26,7 @@ from vaner.v1 import tagger_pb2_grpc
 
 
 def _backend(path, device, batch):
-    return lambda docs, cats: list(docs)
+    return DocumentBackend(lambda docs, cats: list(docs))
 
 
 def _tagger_builder(home: Path):

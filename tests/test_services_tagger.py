@@ -17,8 +17,8 @@ from clients.types import Progress, RetrainResult
 from services.config import ServeConfig
 from services.server import start_service
 from services.tagger_servicer import TaggerServicer, retrain_request_from_proto
-from services.testing import register_model
-from tagger.formats import Document, Entity
+from services.testing import DocumentBackend, register_model
+from tagger.formats import Entity
 from tagger.serving import Limits, MicroBatcher, TaggerCore
 from vaner import errors as E
 from vaner.progress import ProgressEvent
@@ -29,6 +29,10 @@ PROCESSED: list[tuple[str, str]] = []  # (model artifact name, document id)
 
 
 def fake_backend(path, device, batch_size, delay=lambda: 0.0):
+    return DocumentBackend(fake_extract(path, delay))
+
+
+def fake_extract(path, delay=lambda: 0.0):
     name = Path(path).name
 
     def run(documents, categories):
@@ -59,7 +63,8 @@ def stack(tmp_path):
     rec1 = register_model(home, fake_artifact(tmp_path, "a1"), metrics={"dev": {"f1": 50}})
     rec2 = register_model(home, fake_artifact(tmp_path, "a2"), promote=False)
     state = {"delay": 0.0, "retrain": None}
-    core = TaggerCore(Settings(home=home), batch_size=8, limits=Limits(max_documents=16, max_text_chars=1000),
+    core = TaggerCore(Settings(home=home), batch_size=8,
+                      limits=Limits(max_documents=16, max_text_chars=1000, max_call_words=100),
                       backend_factory=lambda p, d, b: fake_backend(p, d, b, lambda: state["delay"]),
                       retrain_fn=lambda request, progress: state["retrain"](request, progress))
     cfg = ServeConfig.from_dict({"server": {"max_receive_message_bytes": 64 * 1024}}, env={})
@@ -98,6 +103,7 @@ def test_extract_stream_in_order(stack):
     (tagger_pb2.ExtractRequest(documents=[tagger_pb2.Document(text="x")] * 17), grpc.StatusCode.RESOURCE_EXHAUSTED),
     (tagger_pb2.ExtractRequest(documents=[tagger_pb2.Document(text="x" * 1001)]), grpc.StatusCode.RESOURCE_EXHAUSTED),
     (tagger_pb2.ExtractRequest(documents=[tagger_pb2.Document(text="x" * 70_000)]), grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (tagger_pb2.ExtractRequest(documents=[tagger_pb2.Document(text="w " * 60)] * 2), grpc.StatusCode.RESOURCE_EXHAUSTED),
     (tagger_pb2.ExtractRequest(documents=[tagger_pb2.Document(text="x")],
                                options=tagger_pb2.ExtractOptions(categories=[9])), grpc.StatusCode.INVALID_ARGUMENT),
     (tagger_pb2.ExtractRequest(documents=[tagger_pb2.Document(text="x")],
@@ -138,6 +144,8 @@ def test_client_raises_domain_errors(stack):
         stack["client"].extract([""])
     with pytest.raises(E.InvalidArgument, match="unknown entity type"):
         stack["client"].extract(["x"], categories=["Protein"])
+    with pytest.raises(E.ResourceExhausted, match=r"120 words; the limit is 100 per call \(tagger.max_call_words\)"):
+        stack["client"].extract(["w " * 120])
 
 
 def test_model_info_load_model_and_health(stack):
@@ -257,33 +265,31 @@ def test_retrain_refuses_a_second_and_reports_failures(stack):
 def test_micro_batcher_coalesces_and_propagates_errors():
     calls = []
 
-    def fn(docs, cats):
-        calls.append(len(docs))
+    def run(units):
+        calls.append(len(units))
         time.sleep(0.02)
-        if any(d.text == "boom" for d in docs):
+        if "boom" in units:
             raise E.InvalidArgument("boom")
-        return list(docs)
+        return [u.upper() for u in units]
 
-    b = MicroBatcher(fn, max_documents=64, max_wait_ms=20)
-    from vaner.categories import Category
-
-    futs = [b.submit([Document(str(i), "t")], [Category.GENE]) for i in range(20)]
-    assert [f.result(5)[0].id for f in futs] == [str(i) for i in range(20)]
+    b = MicroBatcher(run, max_units=64, max_wait_ms=20)
+    futs = [b.submit([f"u{i}"]) for i in range(20)]
+    assert [f.result(5) for f in futs] == [[f"U{i}"] for i in range(20)]
     assert len(calls) < 20  # coalesced
-    bad = b.submit([Document("x", "boom")], [Category.GENE])
+    bad = b.submit(["boom"])
     with pytest.raises(E.InvalidArgument):
         bad.result(5)
-    # a failing document fails only its own request, not the others coalesced with it
-    mixed = [b.submit([Document(str(i), "boom" if i == 3 else "t")], [Category.GENE]) for i in range(8)]
+    # a failing unit fails only its own request, not the others coalesced with it
+    mixed = [b.submit(["boom" if i == 3 else f"m{i}"]) for i in range(8)]
     for i, f in enumerate(mixed):
         if i == 3:
             with pytest.raises(E.InvalidArgument):
                 f.result(5)
         else:
-            assert f.result(5)[0].id == str(i)
+            assert f.result(5) == [f"M{i}"]
     b.close()
     with pytest.raises(E.Unavailable):
-        b.submit([Document("y", "t")], [Category.GENE])
+        b.submit(["y"])
 
 
 def test_retrain_request_from_proto():
