@@ -162,7 +162,7 @@ def combined_sha256(files: dict[str, str]) -> str:
     return h.hexdigest()
 
 
-_cache: dict[tuple[str, str, int | None], Encoder] = {}
+_cache: dict[tuple[str, str, str, int | None], Encoder] = {}
 _lock = threading.Lock()
 
 
@@ -307,7 +307,8 @@ def load_encoder(name_or_path: str | None = None, device: str = "cpu", *, max_se
     if max_seq_length is not None and max_seq_length < 1:
         raise InvalidArgument(f"max sequence length must be >= 1, got {max_seq_length}")
     canonical, location = resolve_encoder_name(name_or_path, home)
-    key = (canonical, device, max_seq_length)
+    # the location is part of the key: two state homes may each hold their own "m2v-aligned-1"
+    key = (canonical, str(location), device, max_seq_length)
     with _lock:
         enc = _cache.get(key)
         if enc is None:
