@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 DEFAULT_HNSW_EF = 128
 HNSW_M = 16
 HNSW_EF_CONSTRUCT = 100
+# int8 scalar quantisation, kept in RAM: the HNSW build and the search traverse the quantised
+# copy and rescore with the originals. Measured on 100k x 256-d clustered vectors on 2 cores:
+# index build 52 s -> 21 s at the same filtered recall@10; it is what lets the open KB (1.09M
+# terms) finish inside the ingest budget (BENCHMARKS.md "The open KB").
+SCALAR_QUANTILE = 0.99
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,8 @@ class EdgeVectorStore(VectorStore):
                 vectors=q.EdgeVectorParams(size=int(dimension), distance=q.Distance.Cosine),
                 hnsw_config=q.HnswIndexConfig(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT,
                                               full_scan_threshold=10000),
+                quantization_config=q.ScalarQuantizationConfig(type=q.ScalarType.Int8, quantile=SCALAR_QUANTILE,
+                                                               always_ram=True),
             )
             shard = q.EdgeShard.create(str(path), cfg)
             shard.update(q.UpdateOperation.create_field_index("categories", q.PayloadSchemaType.Keyword))
