@@ -24,9 +24,11 @@ def _document(i: int, doc: DocumentLike) -> tagger_pb2.Document:
     return tagger_pb2.Document(id=str(getattr(doc, "id", i)), text=doc.text)  # type: ignore[attr-defined]
 
 
-def _options(categories: Sequence[str | Category] | None) -> tagger_pb2.ExtractOptions:
+def _options(categories: Sequence[str | Category] | None, link: bool, link_k: int,
+             kb_snapshot: str) -> tagger_pb2.ExtractOptions:
     cats = Category.parse_list(list(categories)) if categories else []
-    return tagger_pb2.ExtractOptions(categories=[c.to_proto() for c in cats])
+    return tagger_pb2.ExtractOptions(categories=[c.to_proto() for c in cats], link=link, link_k=link_k,
+                                     kb_snapshot=kb_snapshot)
 
 
 class TaggerClient(BaseClient):
@@ -37,18 +39,23 @@ class TaggerClient(BaseClient):
         self.stub = tagger_pb2_grpc.TaggerStub(self.channel)
 
     def extract(self, documents: Iterable[DocumentLike], categories: Sequence[str | Category] | None = None,
-                timeout: float | None = None) -> list[DocumentEntities]:
-        """Entities of each document, in order; ``categories`` None means all four."""
+                timeout: float | None = None, *, link: bool = False, link_k: int = 0,
+                kb_snapshot: str = "") -> list[DocumentEntities]:
+        """Entities of each document, in order; ``categories`` None means all four. With ``link``
+        each entity carries its top ``link_k`` (0: 5, at most 50) KB concepts of its own category,
+        from ``kb_snapshot`` (empty: latest)."""
         req = tagger_pb2.ExtractRequest(documents=[_document(i, d) for i, d in enumerate(documents)],
-                                        options=_options(categories))
+                                        options=_options(categories, link, link_k, kb_snapshot))
         resp = self._unary(self.stub.Extract, req, "Extract", timeout)
         return [DocumentEntities.from_proto(d, resp.model_version) for d in resp.documents]
 
     def extract_stream(self, documents: Iterable[DocumentLike], categories: Sequence[str | Category] | None = None,
-                       timeout: float | None = None) -> Iterator[DocumentEntities]:
+                       timeout: float | None = None, *, link: bool = False, link_k: int = 0,
+                       kb_snapshot: str = "") -> Iterator[DocumentEntities]:
         """Stream documents in, results out, one per document and in order, without holding the
-        whole corpus in memory on either side."""
-        opts = _options(categories)
+        whole corpus in memory on either side. ``link``: as for :meth:`extract`, one snapshot for
+        the whole stream."""
+        opts = _options(categories, link, link_k, kb_snapshot)
 
         def requests() -> Iterator[tagger_pb2.ExtractStreamRequest]:
             for i, d in enumerate(documents):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 # Progress events are the core type itself, so CLI bars and remote streams share one shape.
@@ -27,17 +27,30 @@ def _loads(text: str) -> Any:
 
 @dataclass(frozen=True)
 class Concept:
+    """A KB concept hit: ``name`` the matched term, ``preferred`` the concept's preferred name,
+    ``sab``/``code`` the source vocabulary and its own id (``HGNC``, ``HGNC:1100``)."""
+
     cui: str
     name: str
     score: float
     categories: tuple[str, ...] = ()
     tuis: tuple[str, ...] = ()
     source: str = ""
+    preferred: str = ""
+    sab: str = ""
+    code: str = ""
 
     @classmethod
     def from_proto(cls, m: common_pb2.ConceptMatch) -> Concept:
         return cls(cui=m.cui, name=m.name, score=m.score, categories=tuple(category_name(c) for c in m.categories),
-                   tuis=tuple(m.tuis), source=m.source)
+                   tuis=tuple(m.tuis), source=m.source, preferred=m.preferred, sab=m.sab, code=m.code)
+
+    def to_json(self) -> dict:
+        """The shape ``kb_ingest.kb.ConceptHit.to_json`` gives, so ``vaner extract --link`` prints a
+        concept the same way whether it linked in-process or through the Tagger service."""
+        return {"cui": self.cui, "name": self.name, "preferred": self.preferred, "categories": list(self.categories),
+                "tuis": list(self.tuis), "source": self.source, "sab": self.sab, "code": self.code,
+                "score": round(self.score, 6)}
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,7 @@ class Entity:
     def to_json(self) -> dict:
         d = {"start": self.start, "end": self.end, "text": self.text, "type": self.type, "score": round(self.score, 6)}
         if self.concepts:
-            d["concepts"] = [asdict(c) for c in self.concepts]
+            d["concepts"] = [c.to_json() for c in self.concepts]
         return d
 
 

@@ -175,7 +175,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def kb_linker(settings: Settings, k: int, snapshot: str):  # noqa: ANN201 - tagger.extract.LinkFn
+def kb_linker(settings: Settings, k: int, snapshot: str):  # noqa: ANN201 - tagger.formats.LinkFn
     """``vaner extract --link``: link spans against the local knowledge base."""
     from kb_ingest.kb import KnowledgeBase
     from retrieval.linking import snapshot_linker

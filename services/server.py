@@ -281,15 +281,50 @@ def _add_retrieval(server: grpc.Server, config: ServeConfig) -> ServiceParts:
 def add_tagger(server: grpc.Server, config: ServeConfig, core: Any = None) -> ServiceParts:
     """The Tagger service; ``core`` replaces the TaggerCore built from the config (tests pass one
     over a fake back end). Health follows the model: NOT_SERVING while none is loaded or it fails
-    a one-sentence probe (``TaggerCore.check_health``)."""
+    a one-sentence probe (``TaggerCore.check_health``); the KB that Extract links against is not a
+    health dependency (linking is optional; a call that asks for it gets the KB's own error)."""
     from services.tagger_servicer import TaggerServicer
     from vaner.v1 import tagger_pb2_grpc
 
     if core is None:
         core = _tagger_core(config)
     core.start()
-    tagger_pb2_grpc.add_TaggerServicer_to_server(TaggerServicer(core), server)
-    return ServiceParts(closers=[core.close], probes=[core.check_health])
+    kb = LinkingKnowledgeBase(config)
+    tagger_pb2_grpc.add_TaggerServicer_to_server(TaggerServicer(core, kb=kb), server)
+    return ServiceParts(closers=[core.close, kb.close], probes=[core.check_health])
+
+
+class LinkingKnowledgeBase:
+    """The knowledge base the tagger links Extract's spans against, reached the way retrieval
+    reaches it: the KB service at ``tagger.kb_address`` (what ``serve all`` sets with the embedded
+    vector store, which only the KB process may open), else a KnowledgeBase on this state dir.
+    Opened at the first linking call, so a tagger that never links never touches the store."""
+
+    def __init__(self, config: ServeConfig):
+        self.config = config
+        self._kb: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if self._kb is None:
+                address = self.config.tagger.kb_address
+                if address:
+                    from clients.kb import KnowledgeBaseClient
+
+                    self._kb = RemoteKnowledgeBase(KnowledgeBaseClient(
+                        address, **client_options_for_siblings(self.config)))
+                else:
+                    from kb_ingest.kb import KnowledgeBase
+
+                    self._kb = KnowledgeBase(self.config.settings())
+            return self._kb
+
+    def close(self) -> None:
+        with self._lock:
+            kb, self._kb = self._kb, None
+        if kb is not None:
+            kb.close()
 
 
 def _tagger_core(config: ServeConfig) -> Any:
@@ -319,6 +354,9 @@ class RemoteKnowledgeBase:
     def __init__(self, client: Any):
         self.client = client
         self._encoders: dict[str, Any] = {}
+
+    def close(self) -> None:
+        self.client.close()
 
     def get_snapshot(self, ref: str = "latest") -> Any:
         return self.client.get_snapshot(ref)

@@ -4,28 +4,38 @@ convert back. The domain types are the CLI's own: :class:`tagger.formats.Documen
 
 Nothing here decides anything about models or batching (the core does) and nothing here sets a
 status code (the error interceptor does, from the domain errors raised below).
+
+``ExtractOptions.link`` links after tagging, with the CLI's own pieces: a
+:func:`retrieval.linking.snapshot_linker` over the knowledge base the server wires in (the snapshot
+is resolved before any model work, so a missing one fails fast) applied by
+:func:`tagger.formats.link_documents`; its searches stop between batches once the call has ended.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import fields
 
 import grpc
 
+from retrieval.linking import snapshot_linker
 from retrieval.retrain import RetrainRequest
+from retrieval.retrieve import KnowledgeBaseLike
 from services.calls import call_ended
 from services.convert import hit_to_proto
-from tagger.formats import Document
+from tagger.formats import Document, LinkFn, link_documents
 from tagger.registry import ModelRecord
 from tagger.serving import RetrainEvent, TaggerCore
 from vaner import __version__
 from vaner.categories import Category
-from vaner.errors import DeadlineExceeded, InvalidArgument, VanerError
+from vaner.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, VanerError
 from vaner.progress_proto import progress_to_proto
 from vaner.v1 import common_pb2, kb_pb2, tagger_pb2, tagger_pb2_grpc
+
+DEFAULT_LINK_K = 5  # ExtractOptions.link_k 0
+MAX_LINK_K = 50  # concepts per span; wider lists are a search (KnowledgeBase.Search), not a link
 
 
 def categories_from_proto(numbers) -> list[Category]:  # noqa: ANN001 - repeated enum field
@@ -105,11 +115,13 @@ def gate_to_proto(gate: dict) -> tagger_pb2.GateReport:
     return out
 
 
-def _check_options(options: tagger_pb2.ExtractOptions) -> list[Category]:
-    if options.link:
-        raise InvalidArgument("entity linking is not offered by the Tagger service yet; "
-                              "call KnowledgeBase.Search with the span texts")
-    return categories_from_proto(options.categories)
+def link_k_from_proto(options: tagger_pb2.ExtractOptions) -> int:
+    """Concepts per span; 0 means the default. Checked whether or not ``link`` is set."""
+    k = options.link_k or DEFAULT_LINK_K
+    if not 1 <= k <= MAX_LINK_K:
+        raise InvalidArgument(f"ExtractOptions.link_k must be between 1 and {MAX_LINK_K} "
+                              f"(0 means {DEFAULT_LINK_K}), got {options.link_k}")
+    return k
 
 
 def _remaining(context: grpc.ServicerContext) -> float | None:
@@ -118,34 +130,53 @@ def _remaining(context: grpc.ServicerContext) -> float | None:
 
 
 class TaggerServicer(tagger_pb2_grpc.TaggerServicer):
-    def __init__(self, core: TaggerCore):
+    def __init__(self, core: TaggerCore, kb: Callable[[], KnowledgeBaseLike] | None = None):
+        """``kb`` gives the knowledge base that ``ExtractOptions.link`` links against (called per
+        linking call; the server memoises it, so a tagger that never links never opens it).
+        Without one, ``link`` is FAILED_PRECONDITION."""
         self.core = core
+        self.kb = kb
 
-    def _extract(self, documents, categories, context):  # noqa: ANN001, ANN202
+    def _options(self, options: tagger_pb2.ExtractOptions, context) -> tuple[list[Category], LinkFn | None]:  # noqa: ANN001
+        """The categories, and the linker when ``link`` is set: everything checked and the
+        snapshot resolved before any model work."""
+        categories = categories_from_proto(options.categories)
+        k = link_k_from_proto(options)
+        if not options.link:
+            return categories, None
+        if self.kb is None:
+            raise FailedPrecondition("entity linking is not configured in this tagger (no knowledge base); "
+                                     "call KnowledgeBase.Search with the span texts")
+        return categories, snapshot_linker(self.kb(), k, options.kb_snapshot or "latest",
+                                           should_stop=call_ended(context))
+
+    def _extract(self, documents, categories, link, context):  # noqa: ANN001, ANN202
         try:
-            return self.core.extract(documents, categories, timeout=_remaining(context),
-                                     should_stop=call_ended(context))
+            results, version = self.core.extract(documents, categories, timeout=_remaining(context),
+                                                 should_stop=call_ended(context))
         except FutureTimeout as exc:
             raise DeadlineExceeded("the deadline passed before the model finished") from exc
+        return (link_documents(results, link) if link is not None else results), version
 
     def Extract(self, request: tagger_pb2.ExtractRequest, context) -> tagger_pb2.ExtractResponse:  # noqa: N802, ANN001
-        categories = _check_options(request.options)
-        results, version = self._extract(documents_from_proto(request.documents), categories, context)
+        categories, link = self._options(request.options, context)
+        results, version = self._extract(documents_from_proto(request.documents), categories, link, context)
         return tagger_pb2.ExtractResponse(documents=[document_to_proto(d) for d in results], model_version=version)
 
     def ExtractStream(self, request_iterator, context) -> Iterator[tagger_pb2.ExtractStreamResponse]:  # noqa: N802, ANN001
-        categories: list[Category] | None = None
+        """Options come from the first message (one snapshot for the whole stream); a later message
+        may repeat them or leave them empty."""
+        first: tagger_pb2.ExtractOptions | None = None
         for i, req in enumerate(request_iterator):
-            if categories is None:
-                categories = _check_options(req.options)
-            elif req.HasField("options"):
-                later = _check_options(req.options)
-                if later and later != categories:
-                    raise InvalidArgument(f"stream message {i}: options may only be set on the first message")
+            if first is None:
+                first = req.options
+                categories, link = self._options(first, context)
+            elif req.HasField("options") and req.options not in (first, tagger_pb2.ExtractOptions()):
+                raise InvalidArgument(f"stream message {i}: options may only be set on the first message")
             if not req.HasField("document"):
                 raise InvalidArgument(f"stream message {i} has no document")
             doc = Document(id=req.document.id or str(i), text=req.document.text)
-            results, version = self._extract([doc], categories, context)
+            results, version = self._extract([doc], categories, link, context)
             yield tagger_pb2.ExtractStreamResponse(document=document_to_proto(results[0]), model_version=version)
 
     def ModelInfo(self, request, context) -> common_pb2.ModelVersion:  # noqa: N802, ANN001

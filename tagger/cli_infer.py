@@ -5,6 +5,7 @@ the model loads, so the user gets a one-line error in milliseconds instead of af
 ``--model`` takes a registry version id, ``latest``, or the path of a saved model folder.
 ``--link`` needs the knowledge base and retrieval packages, which sit above this one: the ``vaner``
 dispatcher injects a :data:`LinkerFactory` (``register(app, linker=...)``), so nothing here imports them.
+With ``--remote`` the tagger service links (``ExtractOptions.link``) with the same linker.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 import typer
 
-from tagger.formats import INPUT_FORMATS, OUTPUT_FORMATS
+from tagger.formats import INPUT_FORMATS, OUTPUT_FORMATS, LinkFn
 from vaner.categories import Category
 from vaner.cli_common import (
     CLIENT_OPTIONS,
@@ -35,13 +36,9 @@ from vaner.errors import FailedPrecondition, InvalidArgument
 from vaner.progress import ProgressBars
 from vaner.settings import Settings
 
-if TYPE_CHECKING:  # tagger.extract imports torch; the CLI checks input before that
-    from tagger.extract import LinkFn
-
-
-# (settings, k, KB snapshot) -> a tagger.extract.LinkFn; called before the model loads, so a missing
+# (settings, k, KB snapshot) -> a tagger.formats.LinkFn; called before the model loads, so a missing
 # snapshot fails in milliseconds.
-LinkerFactory = Callable[[Settings, int, str], "LinkFn"]
+LinkerFactory = Callable[[Settings, int, str], LinkFn]
 
 
 Model = Annotated[str, typer.Option("--model", help="version id, 'latest', or a saved model folder")]
@@ -229,42 +226,28 @@ def _linker(args: argparse.Namespace, settings: Settings) -> LinkFn:
 
 
 def _extract_remote(args: argparse.Namespace, docs, cats):  # noqa: ANN001, ANN202
+    """The documents with the entities (and, with ``--link``, the concepts) a tagger service found."""
     try:
         from clients.base import ClientOptions
         from clients.tagger import TaggerClient
     except ImportError as exc:
         raise FailedPrecondition(f"--remote needs the tagger client (clients/tagger.py): {exc}") from exc
     import dataclasses
-    import inspect
 
     from tagger.formats import Entity
 
-    client = TaggerClient(args.remote, ClientOptions.from_env(**client_flags(args)))
-    kwargs: dict = {"categories": cats}
     if args.link:
-        params = inspect.signature(client.extract).parameters
-        if "link" not in params:
-            raise FailedPrecondition("--link with --remote is not supported by this tagger client; "
-                                     "drop --remote to link in-process")
-        kwargs.update(link=True, link_k=args.link_k, kb_snapshot=args.kb_snapshot)
+        _positive("--link-k", args.link_k)
+    client = TaggerClient(args.remote, ClientOptions.from_env(**client_flags(args)))
     try:
-        result = client.extract([(d.id, d.text) for d in docs], **kwargs)
+        result = client.extract([(d.id, d.text) for d in docs], categories=cats, link=args.link,
+                                link_k=args.link_k if args.link else 0,
+                                kb_snapshot=args.kb_snapshot if args.link else "")
     finally:
-        close = getattr(client, "close", None)
-        if close:
-            close()
-    remote_docs = result[0] if isinstance(result, tuple) else result
-    out = []
-    for d, r in zip(docs, remote_docs, strict=True):
-        ents = r.get("entities") if isinstance(r, dict) else r.entities
-        conv = []
-        for e in ents or ():
-            g = e.get if isinstance(e, dict) else (lambda k, default=None, e=e: getattr(e, k, default))
-            t = g("type") or g("category")
-            conv.append(Entity(int(g("start")), int(g("end")), str(g("text")), getattr(t, "value", str(t)),
-                               float(g("score", 0.0) or 0.0), tuple(g("concepts", ()) or ())))
-        out.append(dataclasses.replace(d, entities=tuple(conv)))
-    return out
+        client.close()
+    return [dataclasses.replace(d, entities=tuple(Entity(e.start, e.end, e.text, e.type, e.score, tuple(e.concepts))
+                                                  for e in r.entities))
+            for d, r in zip(docs, result, strict=True)]
 
 
 def run_extract(args: argparse.Namespace) -> int:

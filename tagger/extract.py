@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +32,7 @@ import numpy as np
 
 from tagger.decoding import DECODINGS, decode_ids
 from tagger.encoding import EncodedInput
-from tagger.formats import Document, DocumentEntities, Entity, document_sentences
+from tagger.formats import Document, DocumentEntities, Entity, LinkFn, document_sentences, link_documents
 from tagger.model import VanerTagger, WordQuery
 from tagger.text import TextSentence
 from vaner.cancel import StopCheck, check_stop
@@ -44,9 +44,6 @@ from vaner.progress import ProgressCallback, ProgressTracker
 log = logging.getLogger(__name__)
 
 OVERLAP_POLICIES = ("best", "all")
-
-# (mentions, their categories) -> top-k concepts per mention (retrieval/linking.py provides one).
-LinkFn = Callable[[list[str], list[Category]], list[list[object]]]
 
 
 @dataclass(frozen=True)
@@ -220,23 +217,10 @@ class Extractor:
             n_entities += len(kept)
             out.append(dataclasses.replace(d, entities=tuple(kept)))
         if link is not None and n_entities:
-            out = self._link(out, link)
+            out = link_documents(out, link)
         self.last_stats = ExtractionStats(len(documents), plan.empty, sum(len(s) for s in plan.sentences),
                                           len(plan.queries), sum(len(q.words) for q in plan.queries), n_entities)
         return out
-
-    @staticmethod
-    def _link(docs: list[Document], link: LinkFn) -> list[Document]:
-        flat = [(di, ei) for di, d in enumerate(docs) for ei in range(len(d.entities))]
-        mentions = [docs[di].entities[ei].text for di, ei in flat]
-        cats = [Category.parse(docs[di].entities[ei].type) for di, ei in flat]
-        hits = link(mentions, cats)
-        if len(hits) != len(mentions):
-            raise RuntimeError(f"linker returned {len(hits)} results for {len(mentions)} mentions")
-        ents = [list(d.entities) for d in docs]
-        for (di, ei), h in zip(flat, hits, strict=True):
-            ents[di][ei] = dataclasses.replace(ents[di][ei], concepts=tuple(h))
-        return [dataclasses.replace(d, entities=tuple(e)) for d, e in zip(docs, ents, strict=True)]
 
 
 __all__ = ["ExtractionPlan", "Extractor", "ExtractionStats", "LinkFn", "OVERLAP_POLICIES", "load_for_inference",

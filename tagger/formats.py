@@ -16,12 +16,13 @@ import dataclasses
 import json
 import logging
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tagger.text import TextSentence
 from tagger.text import sentences as split_and_tokenize
+from vaner.categories import Category
 from vaner.errors import InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,28 @@ class Document:
 
 # The extractor returns the same shape as the readers: a document with its (predicted) entities.
 DocumentEntities = Document
+
+# (mentions, their categories) -> top-k concepts per mention (retrieval/linking.py provides one).
+LinkFn = Callable[[list[str], list[Category]], list[list[object]]]
+
+
+def link_documents(docs: Sequence[Document], link: LinkFn) -> list[Document]:
+    """The documents with each entity's ``concepts`` filled by ONE ``link`` call over all their
+    mentions, so the linker can de-duplicate and batch across documents. The step shared by
+    ``vaner extract --link`` (after the model) and the Tagger service's Extract (after tagging)."""
+    docs = list(docs)
+    flat = [(di, ei) for di, d in enumerate(docs) for ei in range(len(d.entities))]
+    if not flat:
+        return docs
+    mentions = [docs[di].entities[ei].text for di, ei in flat]
+    cats = [Category.parse(docs[di].entities[ei].type) for di, ei in flat]
+    hits = link(mentions, cats)
+    if len(hits) != len(mentions):
+        raise RuntimeError(f"linker returned {len(hits)} results for {len(mentions)} mentions")
+    ents = [list(d.entities) for d in docs]
+    for (di, ei), h in zip(flat, hits, strict=True):
+        ents[di][ei] = dataclasses.replace(ents[di][ei], concepts=tuple(h))
+    return [dataclasses.replace(d, entities=tuple(e)) for d, e in zip(docs, ents, strict=True)]
 
 
 def _concept_json(c: object) -> dict:
@@ -356,6 +379,6 @@ def write_documents(docs: Sequence[Document], fmt: str = "json", include_text: b
     raise InvalidArgument(f"unknown output format {fmt!r}; expected one of {', '.join(OUTPUT_FORMATS)}")
 
 
-__all__ = ["Document", "DocumentEntities", "Entity", "Passage", "INPUT_FORMATS", "OUTPUT_FORMATS",
+__all__ = ["Document", "DocumentEntities", "Entity", "LinkFn", "Passage", "INPUT_FORMATS", "OUTPUT_FORMATS",
            "assemble", "read_documents", "read_text", "parse_pubtator", "parse_bioc", "write_documents",
-           "to_json", "to_pubtator", "to_bioc", "to_conll", "document_sentences"]
+           "to_json", "to_pubtator", "to_bioc", "to_conll", "document_sentences", "link_documents"]

@@ -20,6 +20,7 @@ from services.tagger_servicer import TaggerServicer, retrain_request_from_proto
 from services.testing import DocumentBackend, register_model
 from tagger.formats import Entity
 from tagger.serving import Limits, MicroBatcher, TaggerCore
+from tests.test_dbr_fakes import FakeKB
 from vaner import errors as E
 from vaner.progress import ProgressEvent
 from vaner.settings import Settings
@@ -71,7 +72,7 @@ def stack(tmp_path):
 
     def build(server, config):
         core.start()
-        tagger_pb2_grpc.add_TaggerServicer_to_server(TaggerServicer(core), server)
+        tagger_pb2_grpc.add_TaggerServicer_to_server(TaggerServicer(core, kb=FakeKB), server)
         return [core.close]
 
     running = start_service("tagger", cfg, port=0, builders={"tagger": build})
@@ -109,13 +110,54 @@ def test_extract_stream_in_order(stack):
     (tagger_pb2.ExtractRequest(documents=[tagger_pb2.Document(text="x")],
                                options=tagger_pb2.ExtractOptions(categories=[0])), grpc.StatusCode.INVALID_ARGUMENT),
     (tagger_pb2.ExtractRequest(documents=[tagger_pb2.Document(text="x")],
-                               options=tagger_pb2.ExtractOptions(link=True)), grpc.StatusCode.INVALID_ARGUMENT),
+                               options=tagger_pb2.ExtractOptions(link=True, link_k=51)), grpc.StatusCode.INVALID_ARGUMENT),
+    (tagger_pb2.ExtractRequest(documents=[tagger_pb2.Document(text="x")],
+                               options=tagger_pb2.ExtractOptions(link_k=-1)), grpc.StatusCode.INVALID_ARGUMENT),
+    (tagger_pb2.ExtractRequest(documents=[tagger_pb2.Document(text="x")],
+                               options=tagger_pb2.ExtractOptions(link=True, kb_snapshot="kb-nope")),
+     grpc.StatusCode.NOT_FOUND),
 ])
 def test_bad_extract_requests(stack, request_, code):
     stub = tagger_pb2_grpc.TaggerStub(stack["client"].channel)
     with pytest.raises(grpc.RpcError) as info:
         stub.Extract(request_, timeout=5)
     assert info.value.code() == code
+
+
+def test_extract_links_spans_to_concepts_of_their_category(stack):
+    client = stack["client"]
+    docs = client.extract(["BRCA1 mutations", "aspirin works", "human cells"], categories=["Gene"], link=True,
+                          link_k=2)
+    assert [len(d.entities[0].concepts) for d in docs] == [2, 2, 2]
+    assert all("Gene" in c.categories for d in docs for c in d.entities[0].concepts)
+    assert docs[0].entities[0].concepts[0].cui == "C6"  # BRCA1
+    assert all(len({c.cui for c in d.entities[0].concepts}) == 2 for d in docs)  # one hit per concept
+    assert client.extract(["BRCA1 mutations"], categories=["Gene"])[0].entities[0].concepts == ()
+    chem = client.extract(["aspirin works"], categories=["Chemical"], link=True)[0].entities[0].concepts
+    assert chem[0].cui == "C9" and 1 < len(chem) <= 5  # link_k 0: the default 5 (at most)
+    streamed = list(client.extract_stream(["BRCA1 x", "APC y"], categories=["Gene"], link=True, link_k=1))
+    assert [d.entities[0].concepts[0].cui for d in streamed] == ["C6", "C7"]
+    with pytest.raises(E.NotFound, match="kb-nope"):
+        client.extract(["BRCA1"], link=True, kb_snapshot="kb-nope")
+    with pytest.raises(E.InvalidArgument, match="link_k"):
+        list(client.extract_stream(["BRCA1"], link=True, link_k=99))
+
+
+def test_linking_without_a_knowledge_base_is_a_failed_precondition():
+    request = tagger_pb2.ExtractRequest(documents=[tagger_pb2.Document(text="BRCA1")],
+                                        options=tagger_pb2.ExtractOptions(link=True))
+    with pytest.raises(E.FailedPrecondition, match="not configured"):
+        TaggerServicer(core=None).Extract(request, None)  # refused before any model work
+
+
+def test_linking_stops_between_batches_once_the_call_ended():
+    from retrieval.linking import snapshot_linker
+
+    kb, asked = FakeKB(), []
+    link = snapshot_linker(kb, 2, should_stop=lambda: asked.append(1) or True)
+    with pytest.raises(E.Cancelled):
+        link(["BRCA1", "aspirin"], ["Gene", "Chemical"])
+    assert asked and kb.search_calls == 0
 
 
 def test_bad_stream_messages(stack):

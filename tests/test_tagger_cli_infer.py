@@ -115,9 +115,10 @@ def test_remote_uses_the_tagger_client(vaner_home, monkeypatch, capsys):
         def __init__(self, address, options=None):
             calls["address"], calls["token_file"] = address, options.token_file
 
-        def extract(self, documents, categories=None, timeout=None):
-            calls["docs"], calls["cats"] = documents, categories
-            return [types.SimpleNamespace(id="doc1", entities=(RemoteEntity(0, 5, "Fever", "Disease", 0.8),))]
+        def extract(self, documents, categories=None, timeout=None, **link):
+            calls["docs"], calls["cats"], calls["link"] = documents, categories, link
+            concepts = (types.SimpleNamespace(to_json=lambda: {"cui": "C0015967"}),) if link["link"] else ()
+            return [types.SimpleNamespace(id="doc1", entities=(RemoteEntity(0, 5, "Fever", "Disease", 0.8, concepts),))]
 
         def close(self):
             calls["closed"] = True
@@ -130,8 +131,12 @@ def test_remote_uses_the_tagger_client(vaner_home, monkeypatch, capsys):
     assert calls["address"] == "host:50051" and calls["token_file"] == "/run/token"
     assert calls["docs"] == [("doc1", "Fever and cough.")]
     assert [c.value for c in calls["cats"]] == ["Disease"] and calls["closed"]
-    assert main(["extract", "x", "--remote", "host:1", "--link"]) == 4
-    assert "--link with --remote" in capsys.readouterr().err
+    assert calls["link"] == {"link": False, "link_k": 0, "kb_snapshot": ""}
+    assert main(["extract", "x", "--remote", "host:1", "--link", "--link-k", "3", "--kb-snapshot", "kb-1"]) == 0
+    assert calls["link"] == {"link": True, "link_k": 3, "kb_snapshot": "kb-1"}  # the service links
+    assert json.loads(capsys.readouterr().out)[0]["entities"][0]["concepts"] == [{"cui": "C0015967"}]
+    assert main(["extract", "x", "--remote", "host:1", "--link", "--link-k", "0"]) == 2
+    assert "--link-k must be >= 1" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "clients.tagger", None)  # import fails
     assert main(["extract", "x", "--remote", "host:1"]) == 4
     assert "tagger client" in capsys.readouterr().err
@@ -189,7 +194,7 @@ def test_extract_link_wires_the_kb_linker(tiny_model, vaner_home, monkeypatch, c
             seen["snapshot_ref"] = ref
             return types.SimpleNamespace(id="s-42")
 
-    def fake_link_spans(kb, texts, k=5, snapshot="latest", categories=None):
+    def fake_link_spans(kb, texts, k=5, snapshot="latest", categories=None, should_stop=None):
         seen.update(k=k, snapshot=snapshot, n=len(texts), cats=categories)
         return [[{"cui": "C0006142", "name": t, "score": 0.9}] for t in texts]
 
