@@ -13,13 +13,14 @@ Every number comes from a JSON written by ``bench/tagger_eval_suite.py`` or
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tagger.data import DATASETS  # noqa: E402
+from vaner.corpus import DATASETS, load_dataset  # noqa: E402
 
 EVAL = Path(__file__).resolve().parent / "results" / "eval"
 # VANER (LLaMA-2-7B, 4-bit LoRA) test F1, paper Table 1.
@@ -39,15 +40,19 @@ def _load(name: str | None, dataset: str, split: str, instruction: str, decoding
             "sentences": rep["sentences"], "sampled": rep["sampled"]}
 
 
+@functools.cache
+def _test_size(name: str) -> int:
+    """Sentences in the full test set, read from the data so a re-split corpus cannot go stale here."""
+    return len(load_dataset(name, "test"))
+
+
 def _prev(rows: dict, name: str) -> dict | None:
     """A row of the previous default's argmax test report (a seeded sample where it says so)."""
     r = rows.get(name)
     if not r:
         return None
-    full = {"ncbi": 940, "bc5cdr-disease": 4797, "bc5cdr-chem": 4797, "bc2gm": 5038, "jnlpba": 3856,
-            "linnaeus": 7142, "s800": 1630}
     return {"precision": round(r["precision"], 2), "recall": round(r["recall"], 2), "f1": round(r["f1"], 2),
-            "sentences": r.get("sentences"), "sampled": r.get("sentences", 0) < full.get(name, 0)}
+            "sentences": r.get("sentences"), "sampled": r.get("sentences", 0) < _test_size(name)}
 
 
 def _spacy(path: Path | None) -> dict[str, dict]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -132,6 +132,28 @@ class AlignResult:
     manifest: dict = field(default_factory=dict)
 
 
+def _optimise(sets: SynonymSets, cfg: AlignConfig, opt, batch_loss: Callable, tracker: ProgressTracker,  # noqa: ANN001
+              deadline: float) -> tuple[int, list[float]]:
+    """The loop both trainers share, so they sample, step and stop alike: seeded pair sampling, one
+    optimiser step per batch, bounded by ``max_steps`` and the wall-clock ``deadline``. A batch whose
+    loss is None (the static trainer: fewer than two tokenisable pairs) still uses up a step, so a
+    KB of untokenisable names cannot loop until the deadline."""
+    rng = np.random.default_rng(cfg.seed)
+    losses: list[float] = []
+    step = 0
+    while step < cfg.max_steps and time.monotonic() < deadline:
+        loss = batch_loss(*sample_pairs(sets, rng, cfg.batch_size))
+        step += 1
+        if loss is None:
+            continue
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        tracker.advance(1)
+    return step, losses
+
+
 def _train_static(base: Encoder, sets: SynonymSets, cfg: AlignConfig, out: Path, tracker: ProgressTracker,
                   deadline: float) -> tuple[int, list[float]]:
     import torch
@@ -145,16 +167,12 @@ def _train_static(base: Encoder, sets: SynonymSets, cfg: AlignConfig, out: Path,
     table = torch.nn.EmbeddingBag.from_pretrained(torch.tensor(np.asarray(m.embedding, dtype=np.float32)),
                                                   freeze=False, mode="mean", sparse=True)
     opt = torch.optim.SparseAdam(list(table.parameters()), lr=cfg.learning_rate or DEFAULT_LR[MODEL2VEC])
-    rng = np.random.default_rng(cfg.seed)
-    losses: list[float] = []
-    step = 0
-    while step < cfg.max_steps and time.monotonic() < deadline:
-        anchors, positives = sample_pairs(sets, rng, cfg.batch_size)
+
+    def batch_loss(anchors: list[str], positives: list[str]) -> torch.Tensor | None:
         ids = m.tokenize(anchors + positives)
         ok = [i for i in range(len(anchors)) if ids[i] and ids[i + len(anchors)]]
         if len(ok) < 2:
-            step += 1
-            continue
+            return None
         rows = [ids[i] for i in ok] + [ids[i + len(anchors)] for i in ok]
         flat = torch.tensor([t for r in rows for t in r], dtype=torch.long)
         offsets = torch.tensor(np.cumsum([0] + [len(r) for r in rows[:-1]]), dtype=torch.long)
@@ -162,13 +180,9 @@ def _train_static(base: Encoder, sets: SynonymSets, cfg: AlignConfig, out: Path,
         a, p = vec[:len(ok)], vec[len(ok):]
         logits = cfg.scale * a @ p.T
         target = torch.arange(len(ok))
-        loss = (torch.nn.functional.cross_entropy(logits, target) + torch.nn.functional.cross_entropy(logits.T, target)) / 2
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        step += 1
-        tracker.advance(1)
+        return (torch.nn.functional.cross_entropy(logits, target) + torch.nn.functional.cross_entropy(logits.T, target)) / 2
+
+    step, losses = _optimise(sets, cfg, opt, batch_loss, tracker, deadline)
     trained = StaticModel(vectors=table.weight.detach().numpy().astype(np.float32), tokenizer=m.tokenizer,
                           config=m.config, normalize=True, base_model_name=m.base_model_name, language=m.language,
                           max_length=m.max_length)
@@ -188,20 +202,9 @@ def _train_sentence_transformer(base: Encoder, sets: SynonymSets, cfg: AlignConf
     model, _, _ = load_sentence_transformer(Path(base.location), "cpu", base.max_seq_length)
     loss_fn = st_losses.MultipleNegativesRankingLoss(model, scale=cfg.scale)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate or DEFAULT_LR[SENTENCE_TRANSFORMERS])
-    rng = np.random.default_rng(cfg.seed)
-    losses: list[float] = []
     model.train()
-    step = 0
-    while step < cfg.max_steps and time.monotonic() < deadline:
-        anchors, positives = sample_pairs(sets, rng, cfg.batch_size)
-        feats = [model.tokenize(anchors), model.tokenize(positives)]
-        loss = loss_fn(feats, None)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        step += 1
-        tracker.advance(1)
+    step, losses = _optimise(sets, cfg, opt, lambda anchors, positives: loss_fn(
+        [model.tokenize(anchors), model.tokenize(positives)], None), tracker, deadline)
     model.eval()
     model.save(str(out))
     return step, losses

@@ -31,6 +31,7 @@ from kb_ingest.encoder import (
 from kb_ingest.encoder_backends import MANIFEST, MODEL2VEC, ONNX, ONNX_FILE, st_pooling
 from vaner.errors import FailedPrecondition, InvalidArgument
 from vaner.locks import file_lock
+from vaner.permissions import make_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def write_manifest(folder: Path, **fields: object) -> dict:
 def staging(root: Path, name: str) -> Iterator[Path]:
     """A temporary folder that becomes ``root/name`` by one rename when the block succeeds."""
     check_encoder_name(name)
-    root.mkdir(parents=True, exist_ok=True)
+    make_private_dir(root)
     tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

@@ -165,7 +165,7 @@ class KnowledgeBase:
         """SQL records of the encoders snapshots were built with (provenance; kb_encoders)."""
         with self._lock:
             if self._encoder_registry is None:
-                self.settings.home.mkdir(parents=True, exist_ok=True)
+                self.settings.ensure_home()
                 self._encoder_registry = EncoderRegistry(self.settings.sql_url)
             return self._encoder_registry
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from vaner.errors import FailedPrecondition, NotFound, Unavailable
+from vaner.permissions import make_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class EdgeVectorStore(VectorStore):
         with self._lock:
             if path.exists():
                 self.drop(collection)
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.root)
             cfg = q.EdgeConfig(
                 vectors=q.EdgeVectorParams(size=int(dimension), distance=q.Distance.Cosine),
                 hnsw_config=q.HnswIndexConfig(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT,

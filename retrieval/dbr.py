@@ -41,6 +41,7 @@ from vaner import __version__
 from vaner.categories import Category
 from vaner.corpus import DATASETS, Sentence, default_data_dir, load_dataset
 from vaner.errors import InvalidArgument, NotFound
+from vaner.permissions import make_private_dir
 from vaner.progress import ProgressCallback, ProgressTracker
 from vaner.settings import Settings
 
@@ -252,7 +253,7 @@ class DbrBuilder:
         return self._publish(key, rows, manifest)
 
     def _publish(self, key: str, rows: list[tuple[Sentence, dict[str, Any]]], manifest: dict[str, Any]) -> DbrSet:
-        self.settings.dbr_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.settings.dbr_dir)
         final = self.settings.dbr_dir / key
         tmp = self.settings.dbr_dir / f".{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         if tmp.exists():

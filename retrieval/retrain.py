@@ -40,6 +40,7 @@ from retrieval.gate import Evaluator, GateReport, GateSample, decide, emit_repor
 from vaner.corpus import DATASETS
 from vaner.errors import InvalidArgument, NotFound
 from vaner.locks import exclusive_lock
+from vaner.permissions import make_private_dir
 from vaner.progress import ProgressCallback, ProgressEvent
 from vaner.settings import Settings
 
@@ -246,7 +247,7 @@ class Retrainer:
             start = "from scratch (" + ("--from-scratch" if current is not None else "no current model") + ")"
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         # unique: a run folder with a checkpoint in it would be resumed, not started
-        out = request.output_dir or str(self.settings.home / "runs" / f"retrain-{stamp}-{secrets.token_hex(3)}")
+        out = request.output_dir or str(self.settings.runs_dir / f"retrain-{stamp}-{secrets.token_hex(3)}")
         config = TrainConfig.from_dict({**overrides, "datasets": datasets, "data_dir": request.data_dir,
                                         "output_dir": out, "seed": request.seed, "model": model})
         sample, not_evaluated = None, ()
@@ -309,6 +310,8 @@ class Retrainer:
         t0 = time.monotonic()
         plan = self.plan(request)
         config, current = plan.config, plan.current
+        if not request.output_dir:  # the run lands under the state dir: keep its new folders private
+            make_private_dir(self.settings.runs_dir)
         self._emit(progress, "retrain", f"{plan.start}; datasets {','.join(config.datasets)}")
         old_scores = None
         if current is not None and plan.sample is not None:

@@ -183,7 +183,7 @@ def run_train(args: argparse.Namespace) -> int:
     from tagger.train import command_line, train
 
     settings = settings_from_args(args).ensure()
-    output_dir = args.output_dir or str(settings.home / "runs" / time.strftime("%Y%m%d-%H%M%S"))
+    output_dir = args.output_dir or str(settings.runs_dir / time.strftime("%Y%m%d-%H%M%S"))
     config = build_train_config(args, output_dir)
     init_model = None
     if getattr(args, "init_from", None):

@@ -7,6 +7,7 @@ running text), so a word's tokens never depend on its neighbours and word bounda
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,12 @@ from tagger.instructions import InstructionTemplate
 from vaner.categories import Category
 
 IGNORE_INDEX = -100
+# Words whose sub-tokens are kept, least recently used dropped first: a service fed arbitrary text
+# sees an endless stream of new words, so the cache is bounded (about 25 MB at typical word
+# lengths) while the words of running text, which repeat, stay hits.
+WORD_CACHE_SIZE = 100_000
+# Longer words are tokenised every time: they rarely repeat, and 100k of them could hold gigabytes.
+MAX_CACHED_WORD_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -26,11 +33,15 @@ class EncodedInput:
 
 
 class InputEncoder:
-    def __init__(self, tokenizer, template: InstructionTemplate, max_length: int):  # noqa: ANN001
+    def __init__(self, tokenizer, template: InstructionTemplate, max_length: int,  # noqa: ANN001
+                 word_cache_size: int = WORD_CACHE_SIZE):
         self.tokenizer = tokenizer
         self.template = template
         self.max_length = max_length
-        self._word_cache: dict[str, list[int]] = {}
+        self.word_cache_size = word_cache_size
+        # an OrderedDict, not functools.lru_cache on a bound method: that one is shared by a deepcopy
+        # of the model (bench/tagger_extract_speed.py) and would keep the original encoder alive
+        self._word_cache: OrderedDict[str, list[int]] = OrderedDict()
         self._prompt_cache: dict[tuple[Category, str | None], list[int]] = {}
         fallback = tokenizer(" ", add_special_tokens=False)["input_ids"]
         self._fallback = fallback[:1] or [tokenizer.unk_token_id or 0]
@@ -44,11 +55,22 @@ class InputEncoder:
         return ids
 
     def word_ids(self, word: str) -> list[int]:
-        ids = self._word_cache.get(word)
-        if ids is None:
-            ids = self.tokenizer(" " + word, add_special_tokens=False)["input_ids"] or list(self._fallback)
-            if len(self._word_cache) < 500_000:
-                self._word_cache[word] = ids
+        cache = self._word_cache
+        ids = cache.get(word)
+        if ids is not None:
+            try:
+                cache.move_to_end(word)
+            except KeyError:  # dropped meanwhile by another thread's insert
+                pass
+            return ids
+        ids = self.tokenizer(" " + word, add_special_tokens=False)["input_ids"] or list(self._fallback)
+        if len(word) <= MAX_CACHED_WORD_CHARS:
+            cache[word] = ids
+            while len(cache) > self.word_cache_size:
+                try:
+                    cache.popitem(last=False)
+                except KeyError:  # emptied meanwhile by another thread
+                    break
         return ids
 
     def encode(self, words: Sequence[str], category: Category, dataset: str | None,

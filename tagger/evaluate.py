@@ -11,16 +11,11 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 
+from tagger.metrics import entity_prf
 from tagger.model import VanerTagger, WordQuery
 from vaner.corpus import Sentence
 from vaner.errors import InvalidArgument
 from vaner.progress import ProgressCallback, ProgressTracker
-
-
-def _entity_prf(gold: list[list[str]], pred: list[list[str]]) -> dict:
-    from tagger.metrics import entity_prf
-
-    return entity_prf(gold, pred)
 
 
 def evaluate(tagger: VanerTagger, sentences: Sequence[Sentence], batch_size: int = 32,
@@ -40,13 +35,13 @@ def evaluate(tagger: VanerTagger, sentences: Sequence[Sentence], batch_size: int
     if progress:
         tracker.finish()
     gold = [list(s.tags) for s in sentences]
-    result = dict(_entity_prf(gold, pred))
+    result = dict(entity_prf(gold, pred))
     result.update(sentences=len(sentences), words=sum(len(s.words) for s in sentences),
                   seconds=round(seconds, 3), sentences_per_s=round(len(sentences) / max(seconds, 1e-9), 2))
     groups: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(sentences):
         groups[s.dataset or f"<{s.category.value}>"].append(i)
     if len(groups) > 1:
-        result["by_dataset"] = {name: _entity_prf([gold[i] for i in idx], [pred[i] for i in idx])
+        result["by_dataset"] = {name: entity_prf([gold[i] for i in idx], [pred[i] for i in idx])
                                 for name, idx in groups.items()}
     return result

@@ -140,7 +140,8 @@ class Extractor:
     def plan(self, documents: Sequence[Document], categories: Sequence[Category | str] | None = None,
              dataset: str | None = None, should_stop: StopCheck | None = None) -> ExtractionPlan:
         """Split the documents into sentences and one query per (sentence, category); no model work.
-        ``should_stop`` is looked at between documents (a server's caller may leave meanwhile)."""
+        ``should_stop`` is looked at between documents and while a long one is split (a server's
+        caller may leave meanwhile, and a huge document takes seconds to split)."""
         cats = Category.parse_list(list(categories) if categories is not None else None)
         dataset = dataset.strip() if dataset and dataset.strip() else None
         docs = list(documents)
@@ -148,7 +149,7 @@ class Extractor:
         empty = 0
         for d in docs:
             check_stop(should_stop, "extraction")
-            sents = document_sentences(d) if d.text.strip() else []
+            sents = document_sentences(d, should_stop) if d.text.strip() else []
             if not sents:
                 empty += 1
             per_doc_sents.append(sents)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tagger.text import TextSentence
 from tagger.text import sentences as split_and_tokenize
+from vaner.cancel import StopCheck
 from vaner.categories import Category
 from vaner.errors import InvalidArgument, NotFound
 
@@ -327,11 +328,12 @@ def to_bioc(docs: Sequence[Document], source: str = "vaner") -> str:
         ET.tostring(root, encoding="unicode") + "\n"
 
 
-def document_sentences(doc: Document) -> list[TextSentence]:
-    """Sentences of every passage separately, offsets into ``doc.text``."""
+def document_sentences(doc: Document, should_stop: StopCheck | None = None) -> list[TextSentence]:
+    """Sentences of every passage separately, offsets into ``doc.text``; ``should_stop`` is looked
+    at as a long passage is split (see :mod:`tagger.text`)."""
     out: list[TextSentence] = []
     for p in doc.passages:
-        out.extend(split_and_tokenize(doc.text, p.offset, p.end))
+        out.extend(split_and_tokenize(doc.text, p.offset, p.end, should_stop))
     return out
 
 

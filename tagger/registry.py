@@ -31,6 +31,7 @@ from sqlmodel import Field, Session, SQLModel, select
 from vaner.db import get_engine, init_tables, upsert_row
 from vaner.errors import InvalidArgument, NotFound
 from vaner.locks import exclusive_lock
+from vaner.permissions import make_private_dir
 from vaner.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class ModelRegistry:
             bundled_default = None if env and env.lower() == "none" else Path(env) if env else BUNDLED_DEFAULT
         self.bundled_default = bundled_default
         if settings.sql_url.startswith("sqlite"):
-            settings.home.mkdir(parents=True, exist_ok=True)
+            settings.ensure_home()
         self.engine = get_engine(settings.sql_url)
         init_tables(self.engine, [ModelRow, ModelAlias])
 
@@ -169,7 +170,7 @@ class ModelRegistry:
         now = datetime.now(timezone.utc)
         model_id = new_model_id(now)
         root = self.settings.models_dir
-        root.mkdir(parents=True, exist_ok=True)
+        make_private_dir(root)
         dest = root / model_id
         tmp = root / f".tmp-{model_id}-{os.getpid()}"
         shutil.copytree(src, tmp)

@@ -10,12 +10,18 @@ we never normalise or rewrite the text, we only record ``[start, end)`` slices o
 Sentences only bound the context the model sees; a missed split costs little (long sentences are
 windowed by the model), a wrong split inside "E. coli" or "et al." can cut an entity, so the
 splitter is conservative.
+
+Splitting a document of millions of characters takes seconds, all before the first model batch,
+so the splitter takes the caller's ``should_stop`` (vaner/cancel.py) and looks at it every
+:data:`CHECK_EVERY_CHARS` characters: a cancelled or past-deadline call stops there.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from vaner.cancel import StopCheck, check_stop
 
 # A word is a run of letters/digits (any script, with their combining accents); every other
 # non-space character stands alone. ``_`` is punctuation in the training data, hence ``[^\W_]``.
@@ -24,7 +30,9 @@ _TOKEN_RE = re.compile(rf"(?:[^\W_][{_MARKS}]*)+|[^\s]", re.UNICODE)
 
 # Candidate sentence ends: terminal punctuation (optionally closed by quotes/brackets), then
 # whitespace. Decimals ("0.5") and dotted names ("U.S.A") have no whitespace after the dot.
-_BOUNDARY_RE = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*(?=\s)")
+# A match starts only where a run of terminal punctuation starts: the same matches (one that fails
+# from a run's start fails from inside it too), but a run of n dots costs O(n), not O(n^2).
+_BOUNDARY_RE = re.compile(r"(?<![.!?])[.!?]+[\"'\u201d\u2019)\]]*(?=\s)")
 _PARAGRAPH_RE = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 
 # Lower-cased words that end with a non-final period in biomedical prose.
@@ -33,6 +41,11 @@ ABBREVIATIONS = frozenset("""
 e.g i.e al fig figs eq eqs ref refs vs v cf approx ca resp no nos vol pp dr mr mrs ms prof
 st sp spp var subsp ssp cv sect tab suppl incl inc ltd corp jr univ dept
 """.split())
+
+# Characters split (or tokenised) between two looks at ``should_stop``: a few tens of milliseconds
+# at the measured 1-2 s per million characters, and too rare to cost anything.
+CHECK_EVERY_CHARS = 50_000
+_WHAT = "sentence splitting"
 
 
 @dataclass(frozen=True)
@@ -53,10 +66,20 @@ class TextSentence:
         return [t.text for t in self.tokens]
 
 
-def tokenize(text: str, start: int = 0, end: int | None = None) -> list[Token]:
-    """Tokens of ``text[start:end]`` with offsets into ``text`` itself."""
+def tokenize(text: str, start: int = 0, end: int | None = None, should_stop: StopCheck | None = None) -> list[Token]:
+    """Tokens of ``text[start:end]`` with offsets into ``text`` itself; a span longer than
+    :data:`CHECK_EVERY_CHARS` looks at ``should_stop`` as it goes (one huge run-on sentence)."""
     end = len(text) if end is None else end
-    return [Token(m.group(), m.start(), m.end()) for m in _TOKEN_RE.finditer(text, start, end)]
+    if should_stop is None or end - start <= CHECK_EVERY_CHARS:
+        return [Token(m.group(), m.start(), m.end()) for m in _TOKEN_RE.finditer(text, start, end)]
+    out = []
+    next_check = start + CHECK_EVERY_CHARS
+    for m in _TOKEN_RE.finditer(text, start, end):
+        if m.start() >= next_check:
+            check_stop(should_stop, _WHAT)
+            next_check = m.start() + CHECK_EVERY_CHARS
+        out.append(Token(m.group(), m.start(), m.end()))
+    return out
 
 
 def _word_before(text: str, pos: int) -> str:
@@ -90,17 +113,22 @@ def _is_boundary(text: str, match: re.Match) -> bool:
     return True
 
 
-def split_sentences(text: str) -> list[tuple[int, int]]:
+def split_sentences(text: str, should_stop: StopCheck | None = None) -> list[tuple[int, int]]:
     """``[start, end)`` sentence spans covering the non-blank parts of ``text``.
 
     Boundaries: blank lines (paragraphs, title/abstract) and terminal punctuation followed by
     whitespace and an upper-case letter, digit, bracket or quote, unless the period belongs to an
     abbreviation (e.g., i.e., et al., Fig., vs.) or an initial (E. coli).
     """
+    check_stop(should_stop, _WHAT)
     cuts: list[int] = []
     for m in _PARAGRAPH_RE.finditer(text):
         cuts.append(m.start())
+    next_check = CHECK_EVERY_CHARS
     for m in _BOUNDARY_RE.finditer(text):
+        if should_stop is not None and m.end() >= next_check:
+            check_stop(should_stop, _WHAT)
+            next_check = m.end() + CHECK_EVERY_CHARS
         if _is_boundary(text, m):
             cuts.append(m.end())
     cuts = sorted(set(cuts)) + [len(text)]
@@ -118,14 +146,20 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def sentences(text: str, start: int = 0, end: int | None = None) -> list[TextSentence]:
+def sentences(text: str, start: int = 0, end: int | None = None,
+              should_stop: StopCheck | None = None) -> list[TextSentence]:
     """Split and tokenise ``text[start:end]`` (a passage) with offsets into ``text``; sentences
-    without any token are dropped."""
+    without any token are dropped. ``should_stop`` is looked at every :data:`CHECK_EVERY_CHARS`
+    characters (:class:`~vaner.errors.Cancelled` once it says so)."""
     end = len(text) if end is None else end
     region = text[start:end]
     out = []
-    for s, e in split_sentences(region):
-        toks = tokenize(text, start + s, start + e)
+    next_check = CHECK_EVERY_CHARS
+    for s, e in split_sentences(region, should_stop):
+        if should_stop is not None and e >= next_check:
+            check_stop(should_stop, _WHAT)
+            next_check = e + CHECK_EVERY_CHARS
+        toks = tokenize(text, start + s, start + e, should_stop)
         if toks:
             out.append(TextSentence(start + s, start + e, tuple(toks)))
     return out

@@ -18,7 +18,7 @@ from tagger.extract import Extractor, resolve_overlaps
 from tagger.formats import Document, Entity, Passage, assemble
 from tagger.model import VanerTagger
 from vaner.categories import Category
-from vaner.errors import InvalidArgument
+from vaner.errors import Cancelled, InvalidArgument
 
 
 class ScriptedTagger:
@@ -111,6 +111,19 @@ def test_empty_documents_are_skipped_but_keep_their_place():
     assert [len(d.entities) for d in out] == [0, 1, 0]
     assert ex.last_stats.empty_documents == 2 and ex.last_stats.queries == 1
     assert ex.extract([], None) == []
+
+
+def test_plan_stops_splitting_a_huge_document_once_the_call_is_cancelled():
+    calls = []
+
+    def should_stop() -> bool:  # the caller goes away once the document's splitting has begun
+        calls.append(1)
+        return len(calls) > 2
+
+    huge = Document("big", "Aspirin reduced COX-2 expression in rats. " * 50_000)
+    with pytest.raises(Cancelled):
+        Extractor(ScriptedTagger({})).plan([huge], ["Chemical"], should_stop=should_stop)
+    assert len(calls) == 3  # the look between documents and the first inside splitting passed; the next stopped it
 
 
 def test_unknown_type_and_bad_settings_are_invalid_argument():

@@ -6,7 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tagger.text import sentences, split_sentences, tokenize
+from tagger import text as text_mod
+from tagger.text import CHECK_EVERY_CHARS, sentences, split_sentences, tokenize
+from vaner.errors import Cancelled
 
 
 def _split(text: str) -> list[str]:
@@ -91,3 +93,58 @@ def test_tokeniser_reproduces_the_training_tokenisation(data_dir, name):
     sents = load_dataset(name, "test", data_dir)[:500]
     same = sum([t.text for t in tokenize(" ".join(s.words))] == list(s.words) for s in sents)
     assert same == len(sents)
+
+
+class StopAfter:
+    """A should_stop that says stop on its ``n``-th look and counts its looks."""
+
+    def __init__(self, n: int):
+        self.n, self.calls = n, 0
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        return self.calls >= self.n
+
+
+SENTENCE = "Aspirin reduced COX-2 expression in rats. "
+
+
+def test_cancelled_call_stops_splitting_a_large_document_early(monkeypatch):
+    text = SENTENCE * (2_000_000 // len(SENTENCE))  # 2 million characters, ~48k sentences
+    tokenised = []
+
+    def counting_tokenize(*args, **kwargs):
+        tokenised.append(args[1:3])
+        return tokenize(*args, **kwargs)
+
+    monkeypatch.setattr(text_mod, "tokenize", counting_tokenize)
+    stop = StopAfter(3)
+    with pytest.raises(Cancelled):
+        sentences(text, should_stop=stop)
+    assert stop.calls == 3
+    # stopped after about three check intervals, far from the document's end
+    assert len(tokenised) < 3 * CHECK_EVERY_CHARS // len(SENTENCE) + 10 < len(text) // len(SENTENCE) // 10
+
+
+def test_cancelled_call_stops_in_one_huge_run_on_sentence():
+    text = "aspirin " * 250_000  # no sentence boundary at all: one 2-million-character sentence
+    stop = StopAfter(3)
+    with pytest.raises(Cancelled):
+        sentences(text, should_stop=stop)
+    assert stop.calls == 3
+    with pytest.raises(Cancelled):  # already cancelled before splitting starts
+        split_sentences(text, should_stop=lambda: True)
+
+
+def test_a_call_that_is_not_cancelled_splits_as_without_a_token():
+    text = SENTENCE * 5000 + "aspirin " * 20_000
+    never = StopAfter(10**9)
+    assert sentences(text, should_stop=never) == sentences(text)
+    assert never.calls > 2  # it was looked at along the way
+
+
+@pytest.mark.timeout(60)
+def test_runs_of_punctuation_split_in_linear_time():
+    # the boundary pattern used to retry from every dot of a run: 20k dots took 14 s, 1M hours
+    dots, rest = "." * 1_000_000, "Next sentence. " + "!?" * 100_000 + "x"  # "!" is no sentence start
+    assert _split(f"{dots} {rest}") == [dots, rest]

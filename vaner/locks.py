@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vaner.errors import AlreadyRunning
+from vaner.permissions import make_private_dir
 from vaner.settings import Settings
 
 
@@ -24,7 +25,7 @@ def file_lock(path: Path, *, label: str = "job", doing: str = "", wait: bool = F
     """Hold ``path`` exclusively; with ``wait`` block until it is free, otherwise raise
     :class:`AlreadyRunning` naming the holder. ``label`` names the job in that message and
     ``doing`` what the refused caller wanted to do."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

@@ -20,15 +20,25 @@ PRIVATE_FILE_MODE = 0o600
 
 
 def make_private_dir(path: Path) -> Path:
-    """Create ``path`` (and missing parents) with the last component 0700; an existing one is left as is."""
+    """Create ``path`` and its missing parents, each 0700; existing ones are left as they are.
+
+    Every component vaner creates is private, not only the last: a state subfolder (models, locks,
+    encoders) can be the first thing created, and the state dir it creates on the way must not be
+    left at the umask's 0755."""
     path = Path(path)
-    if not path.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        return path
+    missing = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
         try:
-            path.mkdir(mode=PRIVATE_DIR_MODE)
+            d.mkdir(mode=PRIVATE_DIR_MODE)
         except FileExistsError:  # created meanwhile by another process: its mode stands
-            return path
-        os.chmod(path, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask; be exact
+            continue
+        os.chmod(d, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask; be exact
     return path
 
 

@@ -70,6 +70,11 @@ class Settings:
     def locks_dir(self) -> Path:
         return self.home / "locks"
 
+    @property
+    def runs_dir(self) -> Path:
+        """Where training runs land when no output folder is given."""
+        return self.home / "runs"
+
     def ensure_home(self) -> Path:
         """The state directory, created 0700 when vaner creates it (see vaner/permissions.py)."""
         from vaner.permissions import make_private_dir
@@ -77,7 +82,9 @@ class Settings:
         return make_private_dir(self.home)
 
     def ensure(self) -> Settings:
+        from vaner.permissions import make_private_dir
+
         self.ensure_home()
-        for d in (self.models_dir, self.dbr_dir, self.locks_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        for d in (self.models_dir, self.dbr_dir, self.locks_dir, self.runs_dir):
+            make_private_dir(d)
         return self
