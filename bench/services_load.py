@@ -3,11 +3,18 @@
     .venv/bin/python bench/services_load.py --clients 32 --calls 200 [--json out.json]
 
 Starts ``vaner serve tagger`` on the tiny random LLaMA (2 layers, width 32; the point is the
-serving path, not the model), then ``--clients`` threads each make ``--calls`` Extract calls of
+serving path, not the model) or, with ``--model``, on a real saved model (e.g. ``models/default``),
+then ``--clients`` threads each make ``--calls`` Extract calls of
 ``--docs-per-call`` sentences. Reports errors, p50/p90/p99 latency and documents/s. The in-process
 baseline pushes the same documents through ``tagger.extract.Extractor`` in batches of
 ``--batch-size`` from one thread: the best the model can do without any RPC, which the gRPC path
-is compared against (goal: >= 90%).
+is compared against (goal: >= 90%). Both paths load the model with
+``tagger.extract.load_for_inference`` (LoRA merged), as the service does. ``--abstracts N`` sends
+abstract-sized documents instead of single sentences: N documents of ``--sentences-per-doc``
+consecutive NCBI test sentences, all four entity types, which is what users send.
+
+    .venv/bin/python bench/services_load.py --model models/default --abstracts 48 --clients 4 \
+        --calls 4 --docs-per-call 3 --inproc-docs 48 --json bench/results/services_load_default.json
 """
 
 from __future__ import annotations
@@ -47,15 +54,26 @@ def percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))]
 
 
-def build_model(root: Path) -> tuple[Path, Path]:
+def build_model(root: Path, model: str | None) -> tuple[Path, Path]:
     from services.testing import make_tiny_model, register_model
-    from tests.conftest import make_tiny_llama
 
-    backbone = make_tiny_llama(root / "backbone")
-    artifact = make_tiny_model(backbone, root / "artifact")
+    if model:
+        artifact = Path(model).resolve()
+    else:
+        from tests.conftest import make_tiny_llama
+
+        artifact = make_tiny_model(make_tiny_llama(root / "backbone"), root / "artifact")
     home = root / "home"
     register_model(home, artifact)
     return home, artifact
+
+
+def abstracts(n: int, per_doc: int) -> list[str]:
+    """Abstract-sized documents: consecutive NCBI test sentences joined (the split keeps document order)."""
+    from vaner.corpus import load_dataset
+
+    sents = [" ".join(s.words) for s in load_dataset("ncbi", "test")]
+    return [" ".join(sents[i * per_doc:(i + 1) * per_doc]) for i in range(min(n, len(sents) // per_doc))]
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -69,12 +87,11 @@ def cpu_seconds(pid: int | None = None) -> float:
 def in_process(artifact: Path, docs: list[tuple[str, str]], batch_size: int, threads: int) -> dict:
     import torch
 
-    from tagger.extract import Extractor
+    from tagger.extract import Extractor, load_for_inference
     from tagger.formats import Document
-    from tagger.model import VanerTagger
 
     torch.set_num_threads(threads)
-    extractor = Extractor(VanerTagger.load(artifact, device="cpu"), batch_size=batch_size)
+    extractor = Extractor(load_for_inference(artifact, device="cpu", threads=threads), batch_size=batch_size)
     warm = [Document(id=i, text=t) for i, t in docs[:batch_size]]
     extractor.extract(warm)
     c0, t0 = cpu_seconds(), time.perf_counter()
@@ -87,7 +104,8 @@ def in_process(artifact: Path, docs: list[tuple[str, str]], batch_size: int, thr
             "docs_per_cpu_s": round(n / cpu, 1)}
 
 
-def over_grpc(address: str, clients: int, calls: int, docs_per_call: int, server_pid: int) -> dict:
+def over_grpc(address: str, clients: int, calls: int, docs_per_call: int, server_pid: int,
+              texts: list[str]) -> dict:
     from clients import TaggerClient
 
     latencies: list[float] = []
@@ -96,12 +114,13 @@ def over_grpc(address: str, clients: int, calls: int, docs_per_call: int, server
     barrier = threading.Barrier(clients + 1)
 
     def worker(w: int) -> None:
-        client = TaggerClient(address, timeout=120)
-        client.extract([SENTENCES[0]])  # connect before the clock starts
+        client = TaggerClient(address, timeout=1800)
+        client.extract([texts[0]])  # connect before the clock starts
         mine, errs = [], []
         barrier.wait()
         for c in range(calls):
-            batch = [(f"{w}-{c}-{k}", SENTENCES[(w + c + k) % len(SENTENCES)]) for k in range(docs_per_call)]
+            batch = [(f"{w}-{c}-{k}", texts[(w * calls * docs_per_call + c * docs_per_call + k) % len(texts)])
+                     for k in range(docs_per_call)]
             t = time.perf_counter()
             try:
                 out = client.extract(batch)
@@ -144,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch threads, both paths (1 avoids OpenMP spin-wait collapse on a shared CPU)")
     ap.add_argument("--inproc-docs", type=int, default=1024,
                     help="documents for each in-process measurement (a sample is enough for a rate)")
+    ap.add_argument("--model", default=None, help="a saved model folder (default: the tiny random LLaMA)")
+    ap.add_argument("--abstracts", type=int, default=0, help="send N abstract-sized documents, not sentences")
+    ap.add_argument("--sentences-per-doc", type=int, default=8)
     ap.add_argument("--json", default=None, help="write the results here too")
     args = ap.parse_args(argv)
 
@@ -151,23 +173,27 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="vaner-load-") as tmp:
         root = Path(tmp)
-        home, artifact = build_model(root)
+        home, artifact = build_model(root, args.model)
         total = args.clients * args.calls * args.docs_per_call
-        docs = [(str(i), SENTENCES[i % len(SENTENCES)]) for i in range(total)]
+        texts = abstracts(args.abstracts, args.sentences_per_doc) if args.abstracts else SENTENCES
+        docs = [(str(i), texts[i % len(texts)]) for i in range(total)]
         env = {"VANER_TAGGER_THREADS": str(args.threads), "VANER_TAGGER_BATCH_SIZE": str(args.batch_size),
                "VANER_SERVER_MAX_WORKERS": str(max(args.clients, 8))}
         # in-process before and after, so drift in the machine's load shows and is averaged
         sample = docs[: args.inproc_docs]
         before = in_process(artifact, sample, args.batch_size, args.threads)
         with ServiceProcess("tagger", home, env=env).start(timeout=600) as sp:
-            grpc_result = over_grpc(sp.address, args.clients, args.calls, args.docs_per_call, sp.proc.pid)
+            grpc_result = over_grpc(sp.address, args.clients, args.calls, args.docs_per_call, sp.proc.pid, texts)
         after = in_process(artifact, sample, args.batch_size, args.threads)
     inproc = {"before": before, "after": after,
               "docs_per_s": round((before["docs_per_s"] + after["docs_per_s"]) / 2, 1),
               "docs_per_cpu_s": round((before["docs_per_cpu_s"] + after["docs_per_cpu_s"]) / 2, 1)}
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
-        "cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg(), "model": "tiny random LLaMA (2 layers, width 32)",
+        "cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg(),
+        "model": args.model or "tiny random LLaMA (2 layers, width 32)",
+        "documents": f"{len(texts)} abstracts of {args.sentences_per_doc} NCBI test sentences" if args.abstracts
+        else "single sentences",
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "grpc": grpc_result, "in_process": inproc,
         "grpc_vs_in_process_wall": round(grpc_result["docs_per_s"] / inproc["docs_per_s"], 3),
