@@ -6,7 +6,9 @@ What is measured, and why this way:
 - fp32 (LoRA unmerged, as ``VanerTagger.load`` returns it), fp32 merged (LoRA folded into the
   base weights, the fast serving path), int8 (merged, then ``torch.ao`` dynamic quantisation of
   every ``nn.Linear``): each runs the full :class:`tagger.extract.Extractor` path on the same fixed
-  sample (the first N test sentences of a dataset, re-joined as one document each, one type).
+  sample (the first N test sentences of a dataset, re-joined as one document each, the dataset's
+  type, or ``--types all``: every type, which a multi-type model answers in one pass per sentence
+  and a single-type one in four).
 - model FLOPs per input of L tokens: 2 x (linear weights of the backbone) x L + 4 x layers x
   hidden x L^2 (QK^T and AV) + the O/B/I head; embeddings are lookups and cost nothing.
 - F1: strict entity F1 of fp32-merged vs int8 on the first M dev sentences (the same labels),
@@ -15,7 +17,7 @@ What is measured, and why this way:
 
 Usage (a training run may be competing for the 2 cores: say so next to the figures):
     nice -n 10 .venv/bin/python bench/tagger_extract_speed.py [--model latest|PATH] [--dataset ncbi]
-        [--sentences 200] [--dev-sentences 200] [--threads 2] [--json]
+        [--sentences 200] [--dev-sentences 200] [--threads 2] [--types all] [--multi-type] [--json]
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from tagger.data import load_dataset  # noqa: E402
 from tagger.evaluate import evaluate  # noqa: E402
 from tagger.extract import Extractor  # noqa: E402
 from tagger.formats import Document  # noqa: E402
+from vaner.categories import Category  # noqa: E402
 
 
 def peak_gflops(n: int = 2048, repeats: int = 8) -> tuple[float, float]:
@@ -68,14 +71,14 @@ def linear_params(module: torch.nn.Module) -> int:
     return total
 
 
-def load_tagger(ref: str | None, backbone: str = "smollm2-135m"):
+def load_tagger(ref: str | None, backbone: str = "smollm2-135m", multi_type: bool = False):
     from tagger.model import VanerTagger
 
     if ref is None:
         from tagger.config import TaggerConfig
 
-        tagger = VanerTagger.create(TaggerConfig(backbone=backbone), device="cpu", seed=0)
-        return tagger, f"untrained ({backbone}, fresh LoRA + head)"
+        tagger = VanerTagger.create(TaggerConfig(backbone=backbone, multi_type=multi_type), device="cpu", seed=0)
+        return tagger, f"untrained ({backbone}, fresh LoRA + {'multi-type ' if multi_type else ''}head)"
     path = Path(ref)
     if not path.is_dir():
         from tagger.registry import ModelRegistry
@@ -100,27 +103,23 @@ def quantize_int8(tagger, scheme: str = "per_tensor") -> None:
     tagger.backbone = quantize_dynamic(tagger.backbone, {torch.nn.Linear: qconfig}, dtype=torch.qint8)
 
 
-def measure(tagger, docs, category, batch_size: int, repeats: int) -> dict:
+def measure(tagger, docs, categories, batch_size: int, repeats: int) -> dict:
     ex = Extractor(tagger, batch_size=batch_size)
-    ex.extract(docs[: min(8, len(docs))], [category])  # warm-up (allocator, caches)
+    ex.extract(docs[: min(8, len(docs))], categories)  # warm-up (allocator, caches)
     best = best_cpu = float("inf")
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
-        ex.extract(docs, [category])
+        ex.extract(docs, categories)
         best = min(best, time.perf_counter() - t0)
         best_cpu = min(best_cpu, time.process_time() - c0)
     return {"seconds": best, "cpu_seconds": best_cpu, "stats": ex.last_stats}
 
 
-def model_tokens(tagger, docs, category) -> list[int]:
-    from tagger.formats import document_sentences
-
-    lengths = []
-    for d in docs:
-        for s in document_sentences(d):
-            for enc in tagger.encoder.encode_windows(s.words, category, None):
-                lengths.append(len(enc.input_ids))
-    return lengths
+def model_tokens(tagger, docs, categories) -> list[int]:
+    """Tokens of every model window the extraction runs: one set per query for a single-type
+    model, one per sentence for a multi-type one (the model's own grouping)."""
+    queries = Extractor(tagger).plan(docs, categories).queries
+    return [len(enc.input_ids) for g in tagger.window_groups(queries) for enc in tagger.query_windows(queries[g[0]])]
 
 
 def flops(tagger, lengths: list[int], linear: int) -> float:
@@ -133,6 +132,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="registry ref or model folder (default: untrained backbone)")
     ap.add_argument("--backbone", default="smollm2-135m", help="backbone when --model is not given")
+    ap.add_argument("--multi-type", action="store_true", help="without --model: a fresh multi-type model "
+                    "(speed does not depend on the weights)")
+    ap.add_argument("--types", default=None, help="types asked per sentence: comma-separated or 'all' "
+                    "(default: the dataset's type)")
     ap.add_argument("--dataset", default="ncbi")
     ap.add_argument("--sentences", type=int, default=200)
     ap.add_argument("--dev-sentences", type=int, default=200)
@@ -146,12 +149,15 @@ def main() -> None:
     ap.add_argument("--int8-scheme", default="per_tensor", choices=("per_tensor", "per_channel"))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.multi_type and args.model:
+        ap.error("--multi-type builds a fresh model; a saved model (--model) is whatever kind it was trained as")
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     test = load_dataset(args.dataset, "test")[: args.sentences]
     dev = load_dataset(args.dataset, "dev")[: args.dev_sentences]
-    category = test[0].category
+    categories = [test[0].category] if not args.types else Category.parse_list(
+        None if args.types.strip().lower() == "all" else args.types)
     docs = [Document(f"s{i}", " ".join(s.words)) for i, s in enumerate(test)]
     out: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor()
                  or platform.machine(), "cpu_count": os.cpu_count(), "threads": args.threads,
@@ -168,17 +174,20 @@ def main() -> None:
     out["peak_gflops_per_cpu_s"] = round(peak_cpu, 1)
 
     t0 = time.perf_counter()
-    tagger, name = load_tagger(args.model, args.backbone)
+    tagger, name = load_tagger(args.model, args.backbone, args.multi_type)
     out["model"] = name
+    out["multi_type"] = tagger.config.multi_type
+    out["types"] = [c.value for c in categories]
     out["load_seconds"] = round(time.perf_counter() - t0, 1)
-    lengths = model_tokens(tagger, docs, category)
+    lengths = model_tokens(tagger, docs, categories)
+    out["model_windows"] = len(lengths)
     out["model_tokens"] = sum(lengths)
     out["words"] = sum(len(s.words) for s in test)
     results = {}
 
     def record(label: str, linear: int) -> None:
         peak_now, peak_cpu_now = peak_gflops(repeats=5)  # re-measured beside each variant: the CPU is shared
-        m = measure(tagger, docs, category, args.batch_size, args.repeats)
+        m = measure(tagger, docs, categories, args.batch_size, args.repeats)
         f = flops(tagger, lengths, linear)
         peak = max(peak_now, out["peak_gflops"])
         peak_cpu = max(peak_cpu_now, out["peak_gflops_per_cpu_s"])

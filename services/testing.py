@@ -161,15 +161,18 @@ class DocumentBackend:
         return outputs
 
 
-def make_tiny_model(backbone_dir: Path, artifact_dir: Path, seed: int = 0, tag_every_word: bool = False) -> Path:
-    """A loadable model artifact over a tiny random LLaMA (see tests/conftest.py). A random model
-    may tag nothing; ``tag_every_word`` gives it a head that ignores its input and says B for every
-    word, so each word becomes a one-word entity of each asked type: deterministic spans for tests
-    of what comes after tagging (linking), through the real model path."""
+def make_tiny_model(backbone_dir: Path, artifact_dir: Path, seed: int = 0, tag_every_word: bool = False,
+                    multi_type: bool = False) -> Path:
+    """A loadable model artifact over a tiny random LLaMA (see tests/conftest.py), single-type or
+    ``multi_type``. A random model may tag nothing; ``tag_every_word`` gives it a head that ignores
+    its input and says B for every word (in every category's head of a multi-type model), so each
+    word becomes a one-word entity of each asked type: deterministic spans for tests of what comes
+    after tagging (linking), through the real model path."""
     from tagger.config import TaggerConfig
     from tagger.model import VanerTagger
 
-    model = VanerTagger.create(TaggerConfig(backbone=str(backbone_dir)), device="cpu", seed=seed)
+    model = VanerTagger.create(TaggerConfig(backbone=str(backbone_dir), multi_type=multi_type), device="cpu",
+                               seed=seed)
     if tag_every_word:
         import torch
 
@@ -177,7 +180,8 @@ def make_tiny_model(backbone_dir: Path, artifact_dir: Path, seed: int = 0, tag_e
 
         with torch.no_grad():
             model.head.weight.zero_()
-            model.head.bias.copy_(torch.tensor([10.0 if t == "B" else 0.0 for t in TAGS]))
+            per_head = torch.tensor([10.0 if t == "B" else 0.0 for t in TAGS])
+            model.head.bias.copy_(per_head.repeat(model.head.out_features // len(TAGS)))
     return model.save(artifact_dir)
 
 

@@ -35,7 +35,7 @@ DbrSentences = Callable[[Settings, str, list[str], str, int, "str | None", Progr
 
 
 MODEL_FIELDS = ("backbone", "attention", "num_layers", "max_length", "lora_r", "lora_alpha", "lora_dropout",
-                "quantize_4bit")
+                "quantize_4bit", "multi_type")
 TRAIN_FIELDS = ("epochs", "steps_per_epoch", "batch_size", "grad_accum", "lr", "head_lr", "warmup_ratio",
                 "mix_temperature", "dbr_ratio", "dev_max_sentences", "seed", "checkpoint_every", "threads", "device")
 
@@ -102,6 +102,7 @@ def register(target: typer.Typer | argparse._SubParsersAction, *, dbr_sentences:
                 "vaner train --train my.tsv --type Species --epochs 2 --json",
                 "vaner train --train genes.tsv --type Gene --train chems.tsv --type Chemical",
                 "vaner train --datasets ncbi,bionlp09-gene --mix-weight bionlp09-gene=0.5 --instruction compact",
+                "vaner train --datasets ncbi,bc5cdr-chem,bc2gm,s800 --multi-type   # all four types in one pass",
                 "vaner train --datasets ncbi,s800 --dbr retrieved --kb-snapshot latest --promote",
                 "vaner train --datasets ncbi --init-from latest --epochs 1     # warm start",
             ])
@@ -120,16 +121,21 @@ def _caster(default):  # noqa: ANN001, ANN202
     return str
 
 
-def model_settings(args: argparse.Namespace) -> dict:
-    """The model settings the user gave on the command line (and only those)."""
+def model_settings(args: argparse.Namespace, warm_multi_type: bool = False) -> dict:
+    """The model settings the user gave on the command line (and only those). ``--instruction``
+    names a wording; its form follows the model's kind (``--multi-type``, or the kind of the model a
+    warm start continues, ``warm_multi_type``)."""
     model_kw = {k: getattr(args, k) for k in ("backbone", "attention", "num_layers", "max_length", "lora_r",
                                                "lora_alpha", "lora_dropout") if getattr(args, k) is not None}
     if args.quantize_4bit:
         model_kw["quantize_4bit"] = True
+    multi_type = bool(getattr(args, "multi_type", False))
+    if multi_type:
+        model_kw["multi_type"] = True
     if getattr(args, "instruction", None):
         from tagger.instructions import InstructionTemplate
 
-        model_kw["template"] = InstructionTemplate.named(args.instruction)
+        model_kw["template"] = InstructionTemplate.named(args.instruction, multi_type=multi_type or warm_multi_type)
     if args.lora_targets:
         model_kw["lora_targets"] = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
     return model_kw
@@ -167,12 +173,13 @@ def build_train_config(args: argparse.Namespace, output_dir: str) -> TrainConfig
 def _warm_start(settings, args: argparse.Namespace, config: TrainConfig):  # noqa: ANN001, ANN202
     """Continue training a saved model (tagger/warm_start.py): its model settings are kept, and
     flags that disagree with them are refused."""
+    from tagger.model import read_saved_config
     from tagger.registry import ModelRegistry, resolve_model
     from tagger.warm_start import load_trainable, warm_start_config
 
     artifact = resolve_model(args.init_from, lambda: ModelRegistry(settings), allow_path=True).artifact_path
-    saved = warm_start_config(artifact, model_settings(args), source=f"--init-from {args.init_from}",
-                              hint="drop those flags")
+    given = model_settings(args, warm_multi_type=read_saved_config(artifact).multi_type)
+    saved = warm_start_config(artifact, given, source=f"--init-from {args.init_from}", hint="drop those flags")
     config = dataclasses.replace(config, model=saved)
     return config, load_trainable(artifact, device=config.device)
 

@@ -50,6 +50,10 @@ class TaggerConfig:
     lora_targets: tuple[str, ...] = field(default=DEFAULT_LORA_TARGETS, metadata={"help": "module names"})
     quantize_4bit: bool = field(default=False, metadata={"help": "QLoRA 4-bit base (needs CUDA + bitsandbytes)"})
     head_dropout: float = field(default=0.1, metadata={"help": "dropout before the O/B/I head"})
+    multi_type: bool = field(default=False, metadata={"help": (
+        "one O/B/I head per category and an instruction that names no type: one forward pass per sentence "
+        "tags Disease, Chemical, Gene and Species at once, instead of one pass per (sentence, type)")})
+    # The paper wording by default; for a multi-type model its multi-type form (instructions.py).
     template: InstructionTemplate = field(default_factory=InstructionTemplate)
 
     def __post_init__(self) -> None:
@@ -63,6 +67,15 @@ class TaggerConfig:
             raise InvalidArgument("LoRA needs r >= 1, alpha >= 1 and 0 <= dropout < 1")
         if isinstance(self.template, dict):
             object.__setattr__(self, "template", InstructionTemplate.from_dict(self.template))
+        if not isinstance(self.multi_type, bool):
+            raise InvalidArgument(f"multi_type must be true or false, not {self.multi_type!r}")
+        if self.multi_type and self.template == InstructionTemplate():
+            object.__setattr__(self, "template", InstructionTemplate.named("paper", multi_type=True))
+        if self.template.names_type == self.multi_type:
+            raise InvalidArgument(
+                "a multi-type model's instruction must not name a type (no {type}: one pass asks for every "
+                "category)" if self.multi_type else
+                "a single-type model's instruction must name the type it asks for ({type})")
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
 
     def to_dict(self) -> dict:

@@ -1,5 +1,7 @@
 """Turn (words, category, dataset) into model inputs: instruction tokens, then each word's
 sub-tokens; only the FIRST sub-token of a word carries a label, instruction tokens never do.
+A multi-type model's instruction names no type, so its inputs do not depend on the category
+(only its training labels do: ``EncodedInput.category`` says which head they are for).
 
 Words are tokenised one at a time with a leading space (how they appear after the prompt in
 running text), so a word's tokens never depend on its neighbours and word boundaries are exact.
@@ -30,6 +32,7 @@ class EncodedInput:
     labels: list[int]          # IGNORE_INDEX except at first sub-tokens of kept words
     word_starts: list[int]     # token index of each kept word's first sub-token
     word_offset: int           # index of the first kept word in the original word list
+    category: Category | None = None  # whose tags ``labels`` holds (training inputs); None without tags
 
 
 class InputEncoder:
@@ -42,15 +45,15 @@ class InputEncoder:
         # an OrderedDict, not functools.lru_cache on a bound method: that one is shared by a deepcopy
         # of the model (bench/tagger_extract_speed.py) and would keep the original encoder alive
         self._word_cache: OrderedDict[str, list[int]] = OrderedDict()
-        self._prompt_cache: dict[tuple[Category, str | None], list[int]] = {}
+        self._prompt_cache: dict[tuple[Category | None, str | None], list[int]] = {}
         fallback = tokenizer(" ", add_special_tokens=False)["input_ids"]
         self._fallback = fallback[:1] or [tokenizer.unk_token_id or 0]
 
-    def prompt_ids(self, category: Category, dataset: str | None) -> list[int]:
-        key = (category, dataset)
+    def prompt_ids(self, category: Category | None, dataset: str | None) -> list[int]:
+        key = (category if self.template.names_type else None, dataset)
         ids = self._prompt_cache.get(key)
         if ids is None:
-            ids = self.tokenizer(self.template.render(category, dataset), add_special_tokens=True)["input_ids"]
+            ids = self.tokenizer(self.template.render(key[0], dataset), add_special_tokens=True)["input_ids"]
             self._prompt_cache[key] = ids
         return ids
 
@@ -90,7 +93,7 @@ class InputEncoder:
             labels.append(TAG_TO_ID[tags[i]] if tags is not None else IGNORE_INDEX)
             labels.extend([IGNORE_INDEX] * (len(piece) - 1))
             ids.extend(piece)
-        return EncodedInput(ids, labels, starts, word_offset)
+        return EncodedInput(ids, labels, starts, word_offset, category if tags is not None else None)
 
     def encode_windows(self, words: Sequence[str], category: Category, dataset: str | None) -> list[EncodedInput]:
         """Cover every word of a long sentence with consecutive windows that each fit max_length."""

@@ -1,7 +1,8 @@
 """Strict entity-level evaluation of a tagger on labelled sentences (conlleval semantics).
 
 Each sentence is asked with ITS dataset's instruction (or the dataset-free one when it has none),
-as in the paper's per-dataset test figures. Sentences are predicted in chunks so that long
+as in the paper's per-dataset test figures; a multi-type model tags every category in that one
+pass and the sentence's own category is read from it (``VanerTagger.fold``). Sentences are predicted in chunks so that long
 evaluations report progress with an ETA, and each chunk is length-sorted by ``predict_proba``.
 """
 

@@ -4,7 +4,9 @@ Pipeline per document: split each passage into sentences, tokenise with offsets
 (:mod:`tagger.text`), ask the model once per (sentence, requested type) with the dataset-free
 instruction (unseen text, VANER eq. 6), decode O/B/I to word spans with conlleval semantics (an
 I after O starts an entity), map word spans to character offsets, score each span, then resolve
-overlaps between types.
+overlaps between types. The queries stay one per (sentence, type) for every model; which of them
+share a forward pass is the model's business (:meth:`VanerTagger.window_groups`): one pass each
+for a single-type model, one pass per sentence for all its types for a multi-type model.
 
 Why these choices:
 - score = mean probability of the predicted tag over the span's words: cheap, in [0, 1], and it
@@ -108,9 +110,10 @@ class ExtractionPlan:
 
     documents: list[Document]
     sentences: list[list[TextSentence]]  # per document
-    queries: list[WordQuery]  # one per (sentence, category)
+    queries: list[WordQuery]  # one per (sentence, category), a sentence's categories consecutive
     index: list[tuple[int, int, Category]]  # (document, sentence, category) of each query
     empty: int  # documents without a sentence
+    categories: tuple[Category, ...] = ()  # asked for each sentence, in query order
 
     @property
     def words(self) -> int:
@@ -163,7 +166,7 @@ class Extractor:
                 for c in cats:
                     queries.append(WordQuery(words, c, dataset))
                     index.append((di, si, c))
-        return ExtractionPlan(docs, per_doc_sents, queries, index, empty)
+        return ExtractionPlan(docs, per_doc_sents, queries, index, empty, tuple(cats))
 
     def window_proba(self, windows: Sequence[EncodedInput]) -> list[np.ndarray]:
         """One forward pass over model windows (:meth:`VanerTagger.query_windows`), serialised
@@ -184,8 +187,11 @@ class Extractor:
         queries = plan.queries
         probs: list[np.ndarray] = []
         tracker = ProgressTracker("extract", total=len(queries), callback=progress)
-        for i in range(0, len(queries), self.chunk_queries):
-            chunk = queries[i: i + self.chunk_queries]
+        # whole sentences per chunk: a multi-type model answers a sentence's types in one pass
+        per_sentence = max(len(plan.categories), 1)
+        step = max(self.chunk_queries // per_sentence, 1) * per_sentence
+        for i in range(0, len(queries), step):
+            chunk = queries[i: i + step]
             with self._lock:
                 probs.extend(self.tagger.predict_proba(chunk, batch_size=self.batch_size))
             tracker.advance(len(chunk))

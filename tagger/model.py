@@ -5,6 +5,16 @@ padding is never attended to), built here as a 4-D additive mask that transforme
 attention kernels untouched. ``attention="causal"`` builds causal+padding instead, for the
 ablation. Because padding is masked as keys and positions start at 0 for every row, a sentence
 gets the same logits alone or inside a right-padded batch.
+
+A multi-type model (``TaggerConfig.multi_type``) has one O/B/I head per category (``categories``,
+a fixed order saved with the model) behind an instruction that names no type, so one pass over a
+sentence answers every category. Queries stay one per (sentence, category) for every model:
+:meth:`VanerTagger.window_groups` says which queries share model windows (one per query for a
+single-type model; a sentence's consecutive queries, one per type, for a multi-type one) and
+:meth:`VanerTagger.fold` hands each query its own (words, 3) probabilities, so decoding, spans
+and evaluation do not know which kind of model ran. Training labels are (tokens, categories) for a
+multi-type model, IGNORE_INDEX for every category a sentence's corpus does not annotate, so the
+same cross-entropy only sees supervised cells.
 """
 
 from __future__ import annotations
@@ -71,13 +81,26 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def fold_windows(lengths: Sequence[int], pieces: Iterable[tuple[int, int, np.ndarray]]) -> list[np.ndarray]:
-    """Per-query (len(words), 3) probabilities from per-window ones: each piece is (query index,
-    the window's first word in that query, :meth:`VanerTagger.window_proba` rows of the window)."""
-    results = [np.zeros((n, len(TAGS)), dtype=np.float32) for n in lengths]
+def fold_windows(lengths: Sequence[int], pieces: Iterable[tuple[int, int, np.ndarray]],
+                 shape: tuple[int, ...] = (len(TAGS),)) -> list[np.ndarray]:
+    """Per-input (len(words), *shape) probabilities from per-window ones: each piece is (input
+    index, the window's first word in that input, :meth:`VanerTagger.window_proba` rows of the
+    window); ``shape`` is a word's probabilities (:attr:`VanerTagger.word_shape`)."""
+    results = [np.zeros((n, *shape), dtype=np.float32) for n in lengths]
     for qi, offset, p in pieces:
         results[qi][offset: offset + len(p)] = p
     return results
+
+
+def saved_categories(meta: dict, config: TaggerConfig, source: str) -> tuple[Category, ...]:
+    """The head's category order of a saved model (``categories`` in its meta): () for a
+    single-type model, which has one O/B/I head whatever it is asked."""
+    if not config.multi_type:
+        return ()
+    names = meta.get("categories")
+    if not isinstance(names, list) or not names:
+        raise InvalidArgument(f"{source}: a multi-type model must list its head's 'categories'")
+    return tuple(Category.parse(n) for n in names)
 
 
 def _load_base(config: TaggerConfig, device: torch.device):  # noqa: ANN202
@@ -116,14 +139,18 @@ def _load_base(config: TaggerConfig, device: torch.device):  # noqa: ANN202
 
 
 class VanerTagger(nn.Module):
-    def __init__(self, backbone: nn.Module, tokenizer, config: TaggerConfig):  # noqa: ANN001
+    def __init__(self, backbone: nn.Module, tokenizer, config: TaggerConfig,  # noqa: ANN001
+                 categories: Sequence[Category] | None = None):
         super().__init__()
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.config = config
+        # the head's category order (multi-type only): a saved model's comes from its meta
+        self.categories: tuple[Category, ...] = tuple(categories or Category) if config.multi_type else ()
+        self._slot = {c: i for i, c in enumerate(self.categories)}
         hidden = backbone.config.hidden_size
         self.dropout = nn.Dropout(config.head_dropout)
-        self.head = nn.Linear(hidden, len(TAGS))
+        self.head = nn.Linear(hidden, len(TAGS) * max(len(self.categories), 1))
         self.encoder = InputEncoder(tokenizer, config.template, config.max_length)
         self.pad_id = tokenizer.pad_token_id
 
@@ -157,10 +184,11 @@ class VanerTagger(nn.Module):
 
         artifact = Path(artifact_dir)
         config = read_saved_config(artifact)
+        categories = saved_categories(read_saved_meta(artifact), config, f"{artifact / CONFIG_FILE}")
         dev = resolve_device(device)
         base, tokenizer = _load_base(config, dev)
         peft_model = PeftModel.from_pretrained(base, str(artifact / ADAPTER_DIR), is_trainable=trainable)
-        model = cls(peft_model, tokenizer, config)
+        model = cls(peft_model, tokenizer, config, categories)
         model.head.load_state_dict(load_file(str(artifact / HEAD_FILE)))
         model.to(dev)
         model.train(trainable)
@@ -178,12 +206,27 @@ class VanerTagger(nn.Module):
                   str(out / HEAD_FILE))
         meta = {"format": 1, "labels": list(TAGS), "model": self.config.to_dict(),
                 "hidden_size": self.backbone.config.hidden_size, **(extra or {})}
+        if self.categories:
+            meta["categories"] = [c.value for c in self.categories]
         (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         return out
 
     @property
     def device(self) -> torch.device:
         return self.head.weight.device
+
+    @property
+    def word_shape(self) -> tuple[int, ...]:
+        """One word's probabilities from :meth:`window_proba`: (3,), or (categories, 3) multi-type."""
+        return (len(self.categories), len(TAGS)) if self.categories else (len(TAGS),)
+
+    def category_slot(self, category: Category) -> int:
+        """Where a category's O/B/I logits sit in a multi-type head."""
+        try:
+            return self._slot[category]
+        except KeyError:
+            raise InvalidArgument(f"this model tags {', '.join(c.value for c in self.categories)}; "
+                                  f"not {Category.parse(category).value}") from None
 
     # ---- forward ------------------------------------------------------------------------------
     def attention_mask_4d(self, attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -201,27 +244,36 @@ class VanerTagger(nn.Module):
         return mask.masked_fill(~allowed, torch.finfo(dtype).min)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits (B, L, 3); (B, L, categories, 3) for a multi-type model."""
         dtype = self.head.weight.dtype
         mask4d = self.attention_mask_4d(attention_mask, dtype)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0).expand_as(input_ids)
         out = self.backbone(input_ids=input_ids, attention_mask=mask4d, position_ids=positions, use_cache=False)
         hidden = out.last_hidden_state.to(dtype)
-        return self.head(self.dropout(hidden))
+        logits = self.head(self.dropout(hidden))
+        return logits.unflatten(-1, self.word_shape) if self.categories else logits
 
     def collate(self, batch: Sequence[EncodedInput]) -> dict[str, torch.Tensor]:
+        """Padded tensors; labels (B, L), or (B, L, categories) for a multi-type model with each
+        input's tags in its own category's column and IGNORE_INDEX in the others (a corpus
+        annotates one category: the others are unknown, not O)."""
         n = max(len(x.input_ids) for x in batch)
         ids = torch.full((len(batch), n), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), n), dtype=torch.long)
-        labels = torch.full((len(batch), n), IGNORE_INDEX, dtype=torch.long)
+        labels = torch.full((len(batch), n, *self.word_shape[:-1]), IGNORE_INDEX, dtype=torch.long)
         for i, x in enumerate(batch):
             k = len(x.input_ids)
             ids[i, :k] = torch.tensor(x.input_ids)
             mask[i, :k] = 1
-            labels[i, :k] = torch.tensor(x.labels)
+            if not self.categories:
+                labels[i, :k] = torch.tensor(x.labels)
+            elif x.category is not None:
+                labels[i, :k, self.category_slot(x.category)] = torch.tensor(x.labels)
         dev = self.device
         return {"input_ids": ids.to(dev), "attention_mask": mask.to(dev), "labels": labels.to(dev)}
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean cross-entropy over the labelled (token, category) cells only."""
         logits = self(batch["input_ids"], batch["attention_mask"])
         return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1),
                                            ignore_index=IGNORE_INDEX)
@@ -234,14 +286,47 @@ class VanerTagger(nn.Module):
             return []
         return self.encoder.encode_windows(list(query.words), query.category, query.dataset)
 
+    def window_groups(self, queries: Sequence[WordQuery]) -> list[list[int]]:
+        """Indices of the queries that one set of model windows answers, in order: each query
+        alone for a single-type model (its instruction names the type); for a multi-type model
+        each run of consecutive queries with the same words and dataset, whatever their
+        categories (how :meth:`tagger.extract.Extractor.plan` lists a sentence's types). Only
+        consecutive ones: a sentence repeated elsewhere is run again, as a single-type model
+        would, so the two kinds' costs compare per sentence. Encode a group with
+        :meth:`query_windows` of its first query."""
+        if not self.categories:
+            return [[i] for i in range(len(queries))]
+        groups: list[list[int]] = []
+        for i, q in enumerate(queries):
+            self.category_slot(q.category)  # refuse a category the head lacks before any work
+            if groups:
+                first = queries[groups[-1][0]]
+                if first.dataset == q.dataset and (first.words is q.words or list(first.words) == list(q.words)):
+                    groups[-1].append(i)
+                    continue
+            groups.append([i])
+        return groups
+
+    def fold(self, queries: Sequence[WordQuery], groups: Sequence[Sequence[int]],
+             pieces: Iterable[tuple[int, int, np.ndarray]]) -> list[np.ndarray]:
+        """Each query's (len(words), 3) probabilities from the windows of :meth:`window_groups`:
+        ``pieces`` are (group index, the window's first word, :meth:`window_proba` output)."""
+        folded = fold_windows([len(queries[g[0]].words) for g in groups], pieces, self.word_shape)
+        out: list[np.ndarray] = [np.zeros((0, len(TAGS)), dtype=np.float32)] * len(queries)
+        for g, p in zip(groups, folded, strict=True):
+            for qi in g:
+                out[qi] = p[:, self.category_slot(queries[qi].category)] if self.categories else p
+        return out
+
     @torch.no_grad()
     def window_proba(self, windows: Sequence[EncodedInput], batch_size: int = 32,
                      max_batch_tokens: int = 8192) -> list[np.ndarray]:
-        """O/B/I probabilities at each window's kept words, shape (len(word_starts), 3), in input
-        order; windows are sorted by length before batching so padding stays small."""
+        """O/B/I probabilities at each window's kept words, shape (len(word_starts), *word_shape):
+        (words, 3), or (words, categories, 3) for a multi-type model; in input order. Windows are
+        sorted by length before batching so padding stays small."""
         was_training = self.training
         self.eval()
-        out: list[np.ndarray] = [np.zeros((0, len(TAGS)), dtype=np.float32)] * len(windows)
+        out: list[np.ndarray] = [np.zeros((0, *self.word_shape), dtype=np.float32)] * len(windows)
         order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
         i = 0
         while i < len(order):
@@ -258,12 +343,14 @@ class VanerTagger(nn.Module):
 
     def predict_proba(self, queries: Sequence[WordQuery], batch_size: int = 32,
                       max_batch_tokens: int = 8192) -> list[np.ndarray]:
-        """Per-word O/B/I probabilities, shape (len(words), 3), for each query. Long sentences are
-        covered by consecutive windows; inputs are sorted by length before batching."""
-        pieces = [(qi, enc) for qi, q in enumerate(queries) for enc in self.query_windows(q)]
+        """Per-word O/B/I probabilities, shape (len(words), 3), for each query (a multi-type model
+        runs each sentence once for all its queries' categories). Long sentences are covered by
+        consecutive windows; inputs are sorted by length before batching."""
+        groups = self.window_groups(queries)
+        pieces = [(gi, enc) for gi, g in enumerate(groups) for enc in self.query_windows(queries[g[0]])]
         probs = self.window_proba([enc for _, enc in pieces], batch_size, max_batch_tokens)
-        return fold_windows([len(q.words) for q in queries],
-                            ((qi, enc.word_offset, p) for (qi, enc), p in zip(pieces, probs, strict=True)))
+        return self.fold(queries, groups,
+                         ((gi, enc.word_offset, p) for (gi, enc), p in zip(pieces, probs, strict=True)))
 
     def predict_tags(self, queries: Sequence[WordQuery], batch_size: int = 32,
                      decoding: str = "viterbi") -> list[list[str]]:

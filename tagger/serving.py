@@ -14,7 +14,8 @@ Why these choices:
   version switch drops nothing and no request ever mixes two models; for a moment both models are
   in memory, which is the price of never pausing.
 - **Micro-batching over model windows, round-robin across calls.** A call is planned in its own
-  thread (sentences, one query per sentence and type, cost in words, refused above
+  thread (sentences, one query per sentence and type, grouped into model windows by the model:
+  one per query, or one per sentence for a multi-type model; cost in words, refused above
   ``max_call_words``), then its model windows are handed to one worker thread per model as a
   lazy iterator. Each forward pass takes up to ``batch_size`` windows, one from each waiting call
   in turn; so concurrent small requests share a pass (what lets the gRPC path keep up with the
@@ -136,36 +137,35 @@ RetrainFn = Callable[[Any, ProgressCallback], Any]
 
 class ExtractorBackend:
     """The real back end: the CLI's :class:`tagger.extract.Extractor`. A unit is one model window
-    (a sentence asked for one type; long sentences take several), so one pass costs at most
-    ``batch_size`` windows, however big a document is."""
+    (a sentence asked for one type, or for all its types by a multi-type model; long sentences
+    take several), so one pass costs at most ``batch_size`` windows, however big a document is."""
 
     def __init__(self, extractor: Any):
         self.extractor = extractor
 
     def plan(self, documents: list[Document], categories: list[Category],
              should_stop: StopCheck | None = None) -> CallPlan:
-        from tagger.model import fold_windows
-
         plan = self.extractor.plan(documents, categories, should_stop=should_stop)
         queries = plan.queries
         tagger = self.extractor.tagger
+        groups = tagger.window_groups(queries)  # the queries one set of windows answers
         # Shortest first inside a call: consecutive passes get windows of similar length.
-        order = sorted(range(len(queries)), key=lambda i: len(queries[i].words))
+        order = sorted(range(len(groups)), key=lambda g: len(queries[groups[g][0]].words))
 
         def units() -> Iterator[tuple[int, Any]]:
-            for qi in order:
-                for window in tagger.query_windows(queries[qi]):
-                    yield qi, window
+            for gi in order:
+                for window in tagger.query_windows(queries[groups[gi][0]]):
+                    yield gi, window
 
         def finish(outputs: list[tuple[int, int, Any]]) -> list[Document]:
-            return self.extractor.assemble(plan, fold_windows([len(q.words) for q in queries], outputs))
+            return self.extractor.assemble(plan, tagger.fold(queries, groups, outputs))
 
         return CallPlan(units(), plan.words, finish)
 
     def run(self, units: list[Any]) -> list[Any]:
-        """(query index, first word, probabilities) per window: all ``finish`` needs."""
+        """(group index, first word, probabilities) per window: all ``finish`` needs."""
         probs = self.extractor.window_proba([window for _, window in units])
-        return [(qi, window.word_offset, p) for (qi, window), p in zip(units, probs, strict=True)]
+        return [(gi, window.word_offset, p) for (gi, window), p in zip(units, probs, strict=True)]
 
 
 def extractor_backend(artifact: str | Path, device: str, batch_size: int, threads: int = 0) -> ExtractorBackend:

@@ -1,7 +1,10 @@
 """Multi-dataset instruction tuning of the tagger (VANER 3.5, loss eq. 11).
 
 Every sentence carries its dataset's instruction; DBR sentences (dataset ``None``) carry the
-dataset-free one, and all losses are summed into one objective. A run folder holds a resumable
+dataset-free one, and all losses are summed into one objective. A multi-type model is trained on
+the same single-type corpora: each sentence supervises only its own category's head (the label
+tensor and loss are the model's, :meth:`VanerTagger.collate`), and sentences are never merged
+across categories, so two corpora labelling the same words both count. A run folder holds a resumable
 ``checkpoint/`` (model, optimizer, scheduler, position in the seeded plan), the ``best/`` model by
 dev F1, ``history.jsonl`` and ``learning_curve.png``; a run killed at any point resumes from its
 last checkpoint and replays exactly the same plan.

@@ -6,6 +6,8 @@ model and nothing else: the adapter's shapes are tied to the backbone, its layer
 LoRA rank and targets, and the head learned on inputs built with the saved instruction template.
 A given setting that agrees with the saved one is fine; one that disagrees is refused rather than
 silently ignored (the user would believe they trained, say, 8 layers while the model has 16).
+A single-type model is never continued as a multi-type one or the other way round: the head's
+shape and the instruction's meaning differ, so nothing but the adapter would carry over.
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ def warm_start_config(artifact: str | Path, given: Mapping[str, Any] | TaggerCon
         given = given.to_dict()
     given = dict(given or {})
     check_keys(TaggerConfig, given, "model setting")
-    candidate = dataclasses.replace(saved, **given)  # normalises lists, dicts and templates
+    if "multi_type" in given and bool(given["multi_type"]) != saved.multi_type:
+        raise InvalidArgument(f"{source} is {_kind(saved.multi_type)} and cannot be continued as "
+                              f"{_kind(bool(given['multi_type']))}: its head and instruction do not carry over; "
+                              f"train that kind from scratch, or {hint}")
+    try:
+        candidate = dataclasses.replace(saved, **given)  # normalises lists, dicts and templates
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"model settings do not fit {source}: {exc.message}; {hint}") from None
     conflicts = [name for name in given if getattr(candidate, name) != getattr(saved, name)]
     if conflicts:
         described = "; ".join(f"{_LABELS.get(n, n)} {_show(getattr(candidate, n))} vs {_show(getattr(saved, n))}"
@@ -40,6 +49,11 @@ def warm_start_config(artifact: str | Path, given: Mapping[str, Any] | TaggerCon
         raise InvalidArgument(f"model settings disagree with {source}, which the warm start continues from "
                               f"(given vs saved: {described}); {hint}")
     return saved
+
+
+def _kind(multi_type: bool) -> str:
+    return ("a multi-type model (one O/B/I head per category, one pass per sentence)" if multi_type
+            else "a single-type model (one O/B/I head, one pass per sentence and type)")
 
 
 def _show(value: Any) -> str:
