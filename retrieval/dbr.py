@@ -29,7 +29,7 @@ import shutil
 import time
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +39,7 @@ from retrieval.phrases import MINER_VERSION, MinerConfig, PhraseMiner
 from retrieval.retrieve import KnowledgeBaseLike, Retriever, normalise_phrase
 from vaner import __version__
 from vaner.categories import Category
-from vaner.corpus import DATASETS, Sentence, default_data_dir, load_dataset
+from vaner.corpus import DATASETS, Sentence, default_data_dir, load_dataset, tags_to_spans
 from vaner.errors import InvalidArgument, NotFound
 from vaner.permissions import make_private_dir
 from vaner.progress import ProgressCallback, ProgressTracker
@@ -105,10 +105,21 @@ def sentence_rng(seed: int, dataset: str, index: int) -> random.Random:
 def assemble(category: Category, positives: Sequence[str], negatives: Sequence[str], rng: random.Random,
              max_positive: int = 10, max_negative: int = 5, source: str = "") -> Sentence | None:
     """Sample, shuffle and concatenate entity names into one DBR sentence (None if nothing to add)."""
+    return concatenate(category, sample_entities(positives, negatives, rng, max_positive, max_negative), source)
+
+
+def sample_entities(positives: Sequence[str], negatives: Sequence[str], rng: random.Random, max_positive: int = 10,
+                    max_negative: int = 5) -> list[tuple[str, bool]]:
+    """The entities of one DBR sentence, in sentence order, as (name, positive)."""
     pos = rng.sample(list(positives), min(max_positive, len(positives)))
     neg = rng.sample(list(negatives), min(max_negative, len(negatives)))
     items = [(n, True) for n in pos] + [(n, False) for n in neg]
     rng.shuffle(items)
+    return items
+
+
+def concatenate(category: Category, items: Sequence[tuple[str, bool]], source: str = "") -> Sentence | None:
+    """One DBR sentence from (name, positive) pairs: positives tagged B/I, negatives O."""
     words: list[str] = []
     tags: list[str] = []
     for name, positive in items:
@@ -205,6 +216,72 @@ def list_sets(settings: Settings) -> list[dict[str, Any]]:
     return out
 
 
+def _entity_key(words: Sequence[str]) -> str:
+    return " ".join(words).lower()
+
+
+def dbr_stats(dbr: DbrSet, corpora: Mapping[str, Sequence[Sentence]] | None = None) -> dict[str, Any]:
+    """Diagnostics of a DBR set, for the ablation's "why" questions (paper Fig. 3: how dense DBR
+    sentences are; what they inject). Densities are per DBR sentence; ``coverage`` is the share of
+    training sentences that received one (a sentence with no retrieved entity gets none). With the
+    training ``corpora`` (name -> train split, as built), it also says how much of DBR is the
+    sentence's own gold mentions (a KB holding the training splits hands them back) and the
+    datasets' own entity density. Distinct names/concepts need a set built since they were recorded
+    (older sets give ``None`` for what they lack)."""
+    with (dbr.path / "sentences.jsonl").open(encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    counts = dbr.manifest.get("counts", {})
+    n = len(rows)
+    n_pos = sum(int(r.get("n_pos", 0)) for r in rows)
+    n_neg = sum(int(r.get("n_neg", 0)) for r in rows)
+    recorded = bool(rows) and all("pos" in r and "neg" in r for r in rows)
+
+    def positives(r: dict) -> set[str]:
+        if recorded:
+            return {_entity_key(entity_words(name)) for name, _ in r["pos"]}
+        return {_entity_key(r["words"][a:b]) for a, b in tags_to_spans(r["tags"])}
+
+    pos_names = set().union(*(positives(r) for r in rows)) if rows else set()
+    neg_names = {_entity_key(entity_words(name)) for r in rows for name, _ in r["neg"]} if recorded else None
+    cuis = {cui for r in rows for _, cui in r["pos"] + r["neg"] if cui} if recorded else None
+    training = counts.get("training_sentences")
+    per = (lambda x: round(x / n, 3)) if n else (lambda x: None)
+    out: dict[str, Any] = {
+        "id": dbr.id, "mode": dbr.params.get("mode"), "snapshot": dbr.snapshot, "sentences": n,
+        "training_sentences": training, "coverage": round(n / training, 4) if training else None,
+        "skipped_no_entities": counts.get("skipped_no_entities"),
+        "entities_per_sentence": per(n_pos + n_neg), "positives_per_sentence": per(n_pos),
+        "negatives_per_sentence": per(n_neg),
+        "positive_share": round(n_pos / (n_pos + n_neg), 4) if n_pos + n_neg else None,
+        "share_with_positive": per(sum(1 for r in rows if "B" in r["tags"])),
+        "words_per_sentence": per(sum(len(r["words"]) for r in rows)),
+        "distinct_entities": {"positive": len(pos_names), "negative": None if neg_names is None else len(neg_names),
+                              "all": None if neg_names is None else len(pos_names | neg_names)},
+        "distinct_concepts": None if cuis is None else len(cuis),
+        "queries": counts.get("queries"), "unique_queries": counts.get("unique_queries"),
+        "build_seconds": dbr.manifest.get("build_seconds"), "timings": counts.get("timings"),
+    }
+    if corpora:
+        gold_total = gold_hit = pos_total = pos_gold = 0
+        for r in rows:
+            dataset, _, idx = str(r.get("origin", "")).partition(":train:")
+            if dataset not in corpora or not idx.isdigit() or int(idx) >= len(corpora[dataset]):
+                continue
+            sent = corpora[dataset][int(idx)]
+            gold = {_entity_key(sent.words[a:b]) for a, b in sent.spans()}
+            got = positives(r)
+            gold_total, gold_hit = gold_total + len(gold), gold_hit + len(gold & got)
+            pos_total, pos_gold = pos_total + len(got), pos_gold + len(got & gold)
+        n_train = sum(len(v) for v in corpora.values())
+        out.update({
+            "gold_mentions_injected": round(gold_hit / gold_total, 4) if gold_total else None,
+            "positives_that_are_gold": round(pos_gold / pos_total, 4) if pos_total else None,
+            "dataset_entities_per_sentence": round(sum(len(s.spans()) for v in corpora.values() for s in v)
+                                                   / n_train, 3) if n_train else None,
+        })
+    return out
+
+
 # ---------------------------------------------------------------- build
 
 
@@ -298,16 +375,19 @@ class DbrBuilder:
         for name, i, sent, phrases in per_sentence:
             hits = [h for p in phrases for h in by_phrase.get(normalise_phrase(p), [])]
             pos, neg = split_pools(hits, sent.category)
+            cuis: dict[str, str] = {}
+            for h in hits:
+                cuis.setdefault(h.name, h.cui)
             rng = sentence_rng(params.seed, name, i)
             dbr = self._assemble_counted(sent.category, pos, neg, rng, params, f"{name}:train:{i}")
             asm_t.advance()
             if dbr is None:
                 skipped += 1
                 continue
-            sentence, np_, nn = dbr
+            sentence, np_, nn, items = dbr
             n_pos += np_
             n_neg += nn
-            rows.append((sentence, {"n_pos": np_, "n_neg": nn}))
+            rows.append((sentence, {"n_pos": np_, "n_neg": nn, **_entity_record(items, cuis)}))
         asm_t.finish()
         # interleave datasets: a consumer that keeps a prefix (a DBR ratio cap) gets every dataset
         random.Random((int(params.seed) << 32) ^ zlib.crc32(b"order")).shuffle(rows)
@@ -326,8 +406,9 @@ class DbrBuilder:
                           params: DbrParams, source: str):
         np_ = min(params.max_positive, len(pos))
         nn = min(params.max_negative, len(neg))
-        s = assemble(category, pos, neg, rng, params.max_positive, params.max_negative, source)
-        return None if s is None else (s, np_, nn)
+        items = sample_entities(pos, neg, rng, params.max_positive, params.max_negative)
+        s = concatenate(category, items, source)
+        return None if s is None else (s, np_, nn, items)
 
     def _build_random(self, base: DbrSet, params: DbrParams, snap_id: str, progress: ProgressCallback | None):
         """Same per-sentence counts as ``base`` (retrieved), entities drawn at random from the KB."""
@@ -344,10 +425,11 @@ class DbrBuilder:
             need_neg[c] = need_neg.get(c, 0) + int(r.get("n_neg", 0))
         pools_pos: dict[Category, list[str]] = {}
         pools_neg: dict[Category, list[str]] = {}
+        cuis: dict[str, str] = {}
         for c in sorted(set(need_pos) | set(need_neg), key=lambda c: c.value):
             others = [o for o in Category if o != c]
-            pools_pos[c] = self._random_names(need_pos.get(c, 0), [c], c, True, snap_id, params.seed)
-            pools_neg[c] = self._random_names(need_neg.get(c, 0), others, c, False, snap_id, params.seed + 1)
+            pools_pos[c] = self._random_names(need_pos.get(c, 0), [c], c, True, snap_id, params.seed, cuis)
+            pools_neg[c] = self._random_names(need_neg.get(c, 0), others, c, False, snap_id, params.seed + 1, cuis)
         tracker = ProgressTracker("dbr: random assemble", total=len(base_rows), callback=progress)
         rows: list[tuple[Sentence, dict[str, Any]]] = []
         cursor_pos = {c: 0 for c in pools_pos}
@@ -361,13 +443,14 @@ class DbrBuilder:
             origin = r.get("origin", "")
             dataset, _, idx = origin.partition(":train:")
             rng = sentence_rng(params.seed, dataset or "random", int(idx) if idx.isdigit() else 0)
-            s = assemble(c, pos, neg, rng, len(pos), len(neg), origin)
+            items = sample_entities(pos, neg, rng, len(pos), len(neg))
+            s = concatenate(c, items, origin)
             tracker.advance()
             if s is None:
                 continue
             n_pos += len(pos)
             n_neg += len(neg)
-            rows.append((s, {"n_pos": len(pos), "n_neg": len(neg)}))
+            rows.append((s, {"n_pos": len(pos), "n_neg": len(neg), **_entity_record(items, cuis)}))
         tracker.finish()
         counts = {"training_sentences": base.manifest["counts"].get("training_sentences"), "sentences": len(rows),
                   "positives": n_pos, "negatives": n_neg,
@@ -375,7 +458,8 @@ class DbrBuilder:
         return rows, counts
 
     def _random_names(self, n: int, categories: list[Category], target: Category, positive: bool,
-                      snap_id: str, seed: int) -> list[str]:
+                      snap_id: str, seed: int, cuis: dict[str, str]) -> list[str]:
+        """``n`` names drawn at random (more for negatives); ``cuis`` learns each name's concept."""
         if n <= 0:
             return []
         # over-draw negatives: multi-category concepts that also carry the target are dropped
@@ -386,10 +470,18 @@ class DbrBuilder:
             cats = {Category.parse(c) for c in h.categories}
             if (target in cats) == positive and entity_words(h.name):
                 names.append(h.name)
+                cuis.setdefault(h.name, h.cui)
         if not names:
             log.warning("KB snapshot %s has no %s entities for random DBR of %s", snap_id,
                         "positive" if positive else "negative", target.value)
         return names
+
+
+def _entity_record(items: Sequence[tuple[str, bool]], cuis: dict[str, str]) -> dict[str, list[list[str]]]:
+    """What a DBR sentence injected, for diagnostics (:func:`dbr_stats`): [name, cui] pairs of its
+    positives and negatives, in sentence order (names that tokenise to nothing are not in it)."""
+    return {kind: [[n, cuis.get(n, "")] for n, positive in items if positive is want and entity_words(n)]
+            for kind, want in (("pos", True), ("neg", False))}
 
 
 def _take(pool: list[str], cursor: dict[Category, int], c: Category, k: int) -> list[str]:

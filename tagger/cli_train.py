@@ -37,7 +37,8 @@ DbrSentences = Callable[[Settings, str, list[str], str, int, "str | None", Progr
 MODEL_FIELDS = ("backbone", "attention", "num_layers", "max_length", "lora_r", "lora_alpha", "lora_dropout",
                 "quantize_4bit", "multi_type")
 TRAIN_FIELDS = ("epochs", "steps_per_epoch", "batch_size", "grad_accum", "lr", "head_lr", "warmup_ratio",
-                "mix_temperature", "dbr_ratio", "dev_max_sentences", "seed", "checkpoint_every", "threads", "device")
+                "lr_schedule", "mix_temperature", "dbr_ratio", "dbr_budget", "eval_every", "patience",
+                "dev_max_sentences", "seed", "checkpoint_every", "threads", "device")
 
 
 def _field_options(cls, names: tuple[str, ...], panel: str) -> list:  # noqa: ANN001
@@ -151,10 +152,7 @@ def build_train_config(args: argparse.Namespace, output_dir: str) -> TrainConfig
     files = tuple((path, Category.parse(types[0] if len(types) == 1 else types[i]).value)
                   for i, path in enumerate(args.train))
     datasets = tuple(d.name for d in DATASETS.parse_list(args.datasets)) if args.datasets else ()
-    train_kw = {k: getattr(args, k) for k in ("epochs", "steps_per_epoch", "batch_size", "grad_accum", "lr", "head_lr",
-                                              "warmup_ratio", "mix_temperature", "dbr_ratio", "dev_max_sentences",
-                                              "seed", "checkpoint_every", "threads", "device")
-                if getattr(args, k) is not None}
+    train_kw = {k: getattr(args, k) for k in TRAIN_FIELDS if getattr(args, k) is not None}
     weights = []
     for item in getattr(args, "mix_weight", []) or []:
         name, sep, factor = item.partition("=")

@@ -124,6 +124,16 @@ class TrainConfig:
     mix_weights: tuple[tuple[str, float], ...] = field(default=(), metadata={
         "help": "per-source factors on the mixing probability, e.g. bionlp09-gene=0.5"})
     dbr_ratio: float = field(default=1.0, metadata={"help": "DBR sentences per dataset sentence, at most"})
+    dbr_budget: str = field(default="shared", metadata={
+        "help": "shared: DBR sentences are one more mixed source and take part of each epoch's steps; extra: "
+                "each epoch draws the same dataset sentences as without DBR and adds DBR sentences on top "
+                "(dbr_ratio per dataset sentence, at most the set once per pass), so it takes more steps"})
+    eval_every: int | None = field(default=None, metadata={
+        "help": "dev evaluation every N dataset sentences (DBR not counted) and at the end; unset: each epoch end"})
+    patience: int | None = field(default=None, metadata={
+        "help": "stop after N dev evaluations in a row without a new best; unset: never stop early"})
+    lr_schedule: str = field(default="linear", metadata={
+        "help": "linear (warm-up, then decay to 0 at the last planned step) or constant after warm-up (paper 4.3)"})
     dev_datasets: tuple[str, ...] | None = field(default=None, metadata={
         "help": "datasets whose dev split selects the best model (default: every trained dataset)"})
     dev_max_sentences: int | None = field(default=300, metadata={"help": "dev sentences per dataset per evaluation"})
@@ -145,6 +155,16 @@ class TrainConfig:
             raise InvalidArgument("warmup_ratio must be in [0, 1)")
         if self.mix_temperature <= 0:
             raise InvalidArgument("mix_temperature must be > 0")
+        if self.dbr_ratio < 0:
+            raise InvalidArgument(f"dbr_ratio must be >= 0, not {self.dbr_ratio}")
+        if self.dbr_budget not in ("shared", "extra"):
+            raise InvalidArgument(f"dbr_budget must be 'shared' or 'extra', not {self.dbr_budget!r}")
+        if self.lr_schedule not in ("linear", "constant"):
+            raise InvalidArgument(f"lr_schedule must be 'linear' or 'constant', not {self.lr_schedule!r}")
+        for name in ("eval_every", "patience"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InvalidArgument(f"{name} must be an integer >= 1 (or unset), not {value!r}")
         weights = tuple((str(n), float(w)) for n, w in (self.mix_weights.items() if isinstance(self.mix_weights, dict)
                                                             else self.mix_weights))
         for name, w in weights:

@@ -6,6 +6,8 @@ without replacement inside a source until it is exhausted and reshuffled. Batche
 length-bucketed: sentences are sorted by token length inside pools of ~50 batches, cut into
 batches, and the batch order shuffled, which cuts padding while keeping batches varied.
 Everything is a pure function of (seed, epoch), so a resumed run replays the same plan.
+(With ``TrainConfig.dbr_budget="extra"`` the DBR set is not a mixed source: tagger/train.py adds it
+on top of the dataset sentences.)
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ def epoch_plan(sources: Sequence[Sequence[Sentence]], n_sentences: int, temperat
                epoch: int, factors: Sequence[float] | None = None) -> list[Sentence]:
     """Draw ``n_sentences`` sentences for one epoch from the sources (``factors`` scale each
     source's probability, e.g. to keep extra corpora from crowding out the benchmark sets)."""
+    return [s for _, s in epoch_plan_indexed(sources, n_sentences, temperature, seed, epoch, factors)]
+
+
+def epoch_plan_indexed(sources: Sequence[Sequence[Sentence]], n_sentences: int, temperature: float, seed: int,
+                       epoch: int, factors: Sequence[float] | None = None) -> list[tuple[int, Sentence]]:
+    """:func:`epoch_plan` with the index of the source each sentence came from (the trainer counts
+    dataset sentences apart from DBR ones)."""
     rng = random.Random(f"{seed}:{epoch}:plan")
     weights = source_weights([len(s) for s in sources], temperature, factors)
     perms: list[list[int]] = []
@@ -37,12 +46,12 @@ def epoch_plan(sources: Sequence[Sequence[Sentence]], n_sentences: int, temperat
         perms.append(perm)
         cursors.append(0)
     picks = rng.choices(range(len(sources)), weights=weights, k=n_sentences) if n_sentences else []
-    out: list[Sentence] = []
+    out: list[tuple[int, Sentence]] = []
     for si in picks:
         if cursors[si] >= len(perms[si]):
             random.Random(f"{seed}:{epoch}:src{si}:{cursors[si]}").shuffle(perms[si])
             cursors[si] = 0
-        out.append(sources[si][perms[si][cursors[si]]])
+        out.append((si, sources[si][perms[si][cursors[si]]]))
         cursors[si] += 1
     return out
 

@@ -7,9 +7,10 @@ import random
 
 import pytest
 
-from retrieval.dbr import DbrBuilder, DbrParams, assemble, entity_words, list_sets
+from retrieval.dbr import DbrBuilder, DbrParams, assemble, dbr_stats, entity_words, list_sets
 from tests.test_dbr_fakes import FakeKB, write_data_dir
 from vaner.categories import Category
+from vaner.corpus import load_dataset, tags_to_spans
 from vaner.errors import InvalidArgument, NotFound
 from vaner.settings import Settings
 
@@ -145,3 +146,31 @@ def test_train_dbr_uses_the_retrainer_dbr_code(env, monkeypatch):
     same = Retrainer(settings, kb=kb).dbr_set(snap, ["ncbi"], "retrieved", 0, str(data))
     assert same.load() == sents
     assert training_dbr(settings, "latest", ["ncbi"], "none", 0, str(data), None) == ("snap-1", [])
+
+
+def test_rows_record_what_was_injected_and_stats_read_it(env):
+    settings, data = env
+    kb = FakeKB()
+    cui = {name: c for c, name, _ in kb.entries}
+    corpora = {n: load_dataset(n, "train", data) for n in ("ncbi", "s800")}
+    for mode in ("retrieved", "random"):
+        s = DbrBuilder(settings, kb).build(["ncbi", "s800"], DbrParams(mode=mode, seed=3), data_dir=data)
+        rows = [json.loads(x) for x in (s.path / "sentences.jsonl").read_text().splitlines()]
+        for r in rows:
+            assert len(r["pos"]) == r["n_pos"] and len(r["neg"]) == r["n_neg"]
+            assert all(cui[name] == c for name, c in r["pos"] + r["neg"])
+            positives = [" ".join(r["words"][a:b]) for a, b in tags_to_spans(r["tags"])]
+            assert sorted(positives) == sorted(" ".join(entity_words(n)) for n, _ in r["pos"])
+        st = dbr_stats(s, corpora)
+        assert st["sentences"] == len(rows) and st["training_sentences"] == 6
+        assert st["coverage"] == round(len(rows) / 6, 4)
+        n_pos, n_neg = sum(r["n_pos"] for r in rows), sum(r["n_neg"] for r in rows)
+        assert st["entities_per_sentence"] == round((n_pos + n_neg) / len(rows), 3)
+        assert st["positive_share"] == round(n_pos / (n_pos + n_neg), 4)
+        assert st["distinct_concepts"] == len({c for r in rows for _, c in r["pos"] + r["neg"]})
+        assert st["dataset_entities_per_sentence"] == round(7 / 6, 3)  # 4 ncbi + 3 s800 mentions
+        assert 0 <= st["gold_mentions_injected"] <= 1 and 0 <= st["positives_that_are_gold"] <= 1
+    # "breast cancer" and "ovarian cancer" are gold in ncbi sentence 1 and KB names: retrieved finds them
+    retrieved = dbr_stats(DbrBuilder(settings, kb).build(["ncbi", "s800"], DbrParams(seed=3), data_dir=data),
+                          corpora)
+    assert retrieved["gold_mentions_injected"] > 0

@@ -86,3 +86,43 @@ def test_mixing_weights_and_plan():
 def test_nothing_to_train_is_an_error():
     with pytest.raises(InvalidArgument):
         TrainConfig()
+
+
+def test_dbr_as_extra_sentences_keeps_the_dataset_plan(tiny_backbone, tmp_path):
+    from tagger.train import epoch_sentences, load_training_data, steps_per_epoch_for
+
+    cfg = _cfg(tiny_backbone, tmp_path, steps_per_epoch=None, dbr_budget="extra")
+    dbr = [Sentence(("aspirin", str(i)), ("B", "O"), Category.DISEASE, None) for i in range(60)]
+    plain, with_dbr = load_training_data(cfg), load_training_data(cfg, dbr)
+    assert len(with_dbr.extra) == with_dbr.dataset_size == 36  # capped at one per training sentence
+    for epoch in range(2):
+        a = epoch_sentences(plain, cfg, epoch, steps_per_epoch_for(cfg, plain))
+        b = epoch_sentences(with_dbr, cfg, epoch, steps_per_epoch_for(cfg, with_dbr))
+        assert [s for s, flag in b if flag] == [s for s, _ in a] and all(flag for _, flag in a)
+        assert len([s for s, flag in b if not flag]) == 36 and set(s for s, flag in b if not flag) <= set(dbr)
+    assert steps_per_epoch_for(cfg, with_dbr) == 2 * steps_per_epoch_for(cfg, plain) == 18
+    shared = _cfg(tiny_backbone, tmp_path, steps_per_epoch=None)
+    data = load_training_data(shared, dbr)
+    assert data.source_names[-1] == "dbr" and not data.extra and steps_per_epoch_for(shared, data) == 18
+
+
+def test_patience_stops_and_a_stopped_run_stays_stopped(tiny_backbone, tmp_path, monkeypatch):
+    cfg = _cfg(tiny_backbone, tmp_path, epochs=3, lr=1e-12, head_lr=1e-12, eval_every=4, patience=2,
+               lr_schedule="constant", checkpoint_every=100)
+    res = train(cfg)
+    evals = [h for h in res.history if "dev_f1" in h]
+    assert res.stopped_early and res.steps == 3 and len(evals) == 3
+    assert [h["dataset_sentences"] for h in evals] == [4, 8, 12] and res.dataset_sentences == 12
+    calls = {"n": 0}
+    real_step = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: calls.__setitem__("n", calls["n"] + 1)
+                        or real_step(self, *a, **k))
+    again = train(cfg)
+    assert calls["n"] == 0 and again.steps == 3 and again.stopped_early
+
+
+@pytest.mark.parametrize("bad", [{"dbr_budget": "both"}, {"eval_every": 0}, {"patience": -1},
+                                 {"lr_schedule": "cosine"}, {"dbr_ratio": -0.5}])
+def test_new_training_settings_are_validated(tmp_path, bad):
+    with pytest.raises(InvalidArgument):
+        TrainConfig(datasets=("ncbi",), **bad)
