@@ -100,8 +100,8 @@ def in_process(artifact: Path, docs: list[tuple[str, str]], batch_size: int, thr
         chunk = [Document(id=d, text=t) for d, t in docs[i: i + batch_size]]
         n += len(extractor.extract(chunk))
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    return {"documents": n, "wall_s": round(wall, 3), "docs_per_s": round(n / wall, 1), "cpu_s": round(cpu, 2),
-            "docs_per_cpu_s": round(n / cpu, 1)}
+    return {"documents": n, "wall_s": round(wall, 3), "docs_per_s": round(n / wall, 3), "cpu_s": round(cpu, 2),
+            "docs_per_cpu_s": round(n / cpu, 3)}
 
 
 def over_grpc(address: str, clients: int, calls: int, docs_per_call: int, server_pid: int,
@@ -147,10 +147,10 @@ def over_grpc(address: str, clients: int, calls: int, docs_per_call: int, server
     ms = [x * 1000 for x in latencies]
     return {"clients": clients, "calls": n_calls, "documents": n_calls * docs_per_call, "errors": len(errors),
             "first_errors": errors[:3], "wall_s": round(wall, 3), "calls_per_s": round(n_calls / wall, 1),
-            "docs_per_s": round(n_calls * docs_per_call / wall, 1), "p50_ms": round(statistics.median(ms), 2),
+            "docs_per_s": round(n_calls * docs_per_call / wall, 3), "p50_ms": round(statistics.median(ms), 2),
             "p90_ms": round(percentile(ms, 90), 2), "p99_ms": round(percentile(ms, 99), 2),
             "max_ms": round(max(ms), 2), "server_cpu_s": round(server_cpu, 2), "client_cpu_s": round(client_cpu, 2),
-            "docs_per_server_cpu_s": round(n_calls * docs_per_call / server_cpu, 1)}
+            "docs_per_server_cpu_s": round(n_calls * docs_per_call / server_cpu, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             grpc_result = over_grpc(sp.address, args.clients, args.calls, args.docs_per_call, sp.proc.pid, texts)
         after = in_process(artifact, sample, args.batch_size, args.threads)
     inproc = {"before": before, "after": after,
-              "docs_per_s": round((before["docs_per_s"] + after["docs_per_s"]) / 2, 1),
-              "docs_per_cpu_s": round((before["docs_per_cpu_s"] + after["docs_per_cpu_s"]) / 2, 1)}
+              "docs_per_s": round((before["docs_per_s"] + after["docs_per_s"]) / 2, 3),
+              "docs_per_cpu_s": round((before["docs_per_cpu_s"] + after["docs_per_cpu_s"]) / 2, 3)}
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
         "cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg(),
