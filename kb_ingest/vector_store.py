@@ -36,8 +36,8 @@ HNSW_EF_CONSTRUCT = 100
 # terms) finish inside the ingest budget (BENCHMARKS.md "The open KB").
 SCALAR_QUANTILE = 0.99
 # The search walks the int8 copy for 2x the asked-for candidates and rescores them with the
-# original vectors: on the open KB this raised recall@10 against a full scan from 0.74 to 0.78 at
-# the same speed (1,215 -> 1,310 filtered q/s).
+# original vectors: on the open KB this raised recall@10 against a full scan from 0.75 to 0.80
+# (bench/kb_search_snapshot.py; filtered single queries 676 -> 654 q/s, within run-to-run noise).
 RESCORE_OVERSAMPLING = 2.0
 
 
