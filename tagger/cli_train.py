@@ -173,13 +173,18 @@ def _warm_start(settings, args: argparse.Namespace, config: TrainConfig):  # noq
     flags that disagree with them are refused."""
     from tagger.model import read_saved_config
     from tagger.registry import ModelRegistry, resolve_model
-    from tagger.warm_start import load_trainable, warm_start_config
+    from tagger.warm_start import load_trainable, warm_start_config, widen_to_multi_type
 
     artifact = resolve_model(args.init_from, lambda: ModelRegistry(settings), allow_path=True).artifact_path
-    given = model_settings(args, warm_multi_type=read_saved_config(artifact).multi_type)
-    saved = warm_start_config(artifact, given, source=f"--init-from {args.init_from}", hint="drop those flags")
-    config = dataclasses.replace(config, model=saved)
-    return config, load_trainable(artifact, device=config.device)
+    saved_multi_type = read_saved_config(artifact).multi_type
+    given = model_settings(args, warm_multi_type=saved_multi_type)
+    model_config = warm_start_config(artifact, given, source=f"--init-from {args.init_from}", hint="drop those flags",
+                                     widen=True)
+    config = dataclasses.replace(config, model=model_config)
+    model = load_trainable(artifact, device=config.device)
+    if model_config.multi_type and not saved_multi_type:  # a single-type model seeds a multi-type one
+        model = widen_to_multi_type(model, model_config)
+    return config, model
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -6,8 +6,12 @@ model and nothing else: the adapter's shapes are tied to the backbone, its layer
 LoRA rank and targets, and the head learned on inputs built with the saved instruction template.
 A given setting that agrees with the saved one is fine; one that disagrees is refused rather than
 silently ignored (the user would believe they trained, say, 8 layers while the model has 16).
-A single-type model is never continued as a multi-type one or the other way round: the head's
-shape and the instruction's meaning differ, so nothing but the adapter would carry over.
+A multi-type model is never continued as a single-type one. A single-type model may *seed* a
+multi-type one (``vaner train --init-from MODEL --multi-type``, :func:`widen_to_multi_type`): the
+LoRA adapter, which holds nearly everything the model learned about biomedical text, carries over,
+and each category's O/B/I block of the new head starts as the single-type head. That is a starting
+point, not an answer (the instruction now names every type, so the features under the head change),
+and it is why a multi-type model can be trained in a fraction of a from-scratch budget.
 """
 
 from __future__ import annotations
@@ -25,15 +29,19 @@ _LABELS = {"template": "instruction"}
 
 
 def warm_start_config(artifact: str | Path, given: Mapping[str, Any] | TaggerConfig | None, *, source: str,
-                      hint: str) -> TaggerConfig:
+                      hint: str, widen: bool = False) -> TaggerConfig:
     """The saved model's config, after checking that every model setting in ``given`` (a partial
     dict of :class:`TaggerConfig` fields) agrees with it. ``source`` names the model in errors and
-    ``hint`` says how to get out (e.g. "drop the flag or --init-from")."""
+    ``hint`` says how to get out (e.g. "drop the flag or --init-from"). With ``widen``, a
+    single-type model asked to be multi-type gives the multi-type config it seeds
+    (:func:`widen_to_multi_type`); without it that is refused like any change of kind."""
     saved = read_saved_config(artifact)
     if isinstance(given, TaggerConfig):
         given = given.to_dict()
     given = dict(given or {})
     check_keys(TaggerConfig, given, "model setting")
+    if widen and given.get("multi_type") and not saved.multi_type:
+        return _widened_config(saved, given, source=source, hint=hint)
     if "multi_type" in given and bool(given["multi_type"]) != saved.multi_type:
         raise InvalidArgument(f"{source} is {_kind(saved.multi_type)} and cannot be continued as "
                               f"{_kind(bool(given['multi_type']))}: its head and instruction do not carry over; "
@@ -49,6 +57,51 @@ def warm_start_config(artifact: str | Path, given: Mapping[str, Any] | TaggerCon
         raise InvalidArgument(f"model settings disagree with {source}, which the warm start continues from "
                               f"(given vs saved: {described}); {hint}")
     return saved
+
+
+def _widened_config(saved: TaggerConfig, given: dict[str, Any], *, source: str, hint: str) -> TaggerConfig:
+    """The multi-type config seeded from a single-type ``saved`` one: same backbone, layers and
+    LoRA; the multi-type form of the saved wording unless ``given`` names a template."""
+    from tagger.instructions import InstructionTemplate
+
+    given = dict(given)
+    if "template" not in given:
+        wording = next((name for name in ("paper", "compact") if saved.template == InstructionTemplate.named(name)),
+                       None)
+        if wording is None:
+            raise InvalidArgument(f"{source} has a custom instruction; name the multi-type wording with "
+                                  "--instruction paper|compact")
+        given["template"] = InstructionTemplate.named(wording, multi_type=True)
+    shape = {k: v for k, v in given.items() if k not in ("multi_type", "template")}
+    try:
+        candidate = dataclasses.replace(saved, **shape)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"model settings do not fit {source}: {exc.message}; {hint}") from None
+    conflicts = [name for name in shape if getattr(candidate, name) != getattr(saved, name)]
+    if conflicts:
+        raise InvalidArgument(f"model settings disagree with {source}, which the warm start continues from "
+                              f"({', '.join(conflicts)}); {hint}")
+    template = given["template"]
+    if isinstance(template, dict):
+        template = InstructionTemplate.from_dict(template)
+    return dataclasses.replace(saved, multi_type=True, template=template)
+
+
+def widen_to_multi_type(model: Any, config: TaggerConfig) -> Any:
+    """A multi-type :class:`tagger.model.VanerTagger` on ``model``'s (single-type) backbone and
+    adapter, every category's head block initialised from its O/B/I head."""
+    import torch
+
+    from tagger.model import VanerTagger
+
+    if model.config.multi_type or not config.multi_type:
+        raise InvalidArgument("widen_to_multi_type takes a single-type model and a multi-type config")
+    wide = VanerTagger(model.backbone, model.tokenizer, config)
+    with torch.no_grad():
+        n = len(wide.categories)
+        wide.head.weight.copy_(model.head.weight.repeat(n, 1))
+        wide.head.bias.copy_(model.head.bias.repeat(n))
+    return wide.to(model.device).train(model.training)
 
 
 def _kind(multi_type: bool) -> str:

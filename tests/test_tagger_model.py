@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tagger.config import TaggerConfig
-from tagger.model import VanerTagger, WordQuery
+from tagger.model import VanerTagger, WordQuery, length_batches
 from vaner.categories import Category
 from vaner.errors import FailedPrecondition, InvalidArgument
 
@@ -82,3 +82,17 @@ def test_4bit_needs_cuda(tiny_backbone):
         pytest.skip("CUDA present")
     with pytest.raises(FailedPrecondition):
         VanerTagger.create(TaggerConfig(backbone=str(tiny_backbone), quantize_4bit=True), device="cpu")
+
+
+def test_length_batches_cut_where_padding_would_exceed_the_slack():
+    lengths = [10] * 8 + [11, 12] + [40] * 8 + [100]
+    batches = length_batches(lengths, batch_size=32, max_batch_tokens=8192)
+    assert [i for b in batches for i in b] == list(range(len(lengths)))  # every row once, in order
+    for b in batches:
+        rows = [lengths[i] for i in b]
+        assert len(rows) <= 8 or max(rows) * len(rows) <= 1.05 * sum(rows)
+    assert [len(b) for b in batches] == [8, 8, 3]  # min_rows keeps a batch wide even when it pads
+    # the caps still hold: rows per batch and padded tokens per batch
+    assert all(len(b) <= 4 for b in length_batches([10] * 9, batch_size=4, max_batch_tokens=8192))
+    assert [len(b) for b in length_batches([100] * 5, batch_size=32, max_batch_tokens=250)] == [2, 2, 1]
+    assert length_batches([], 32, 8192) == []

@@ -18,7 +18,7 @@ from tagger.instructions import InstructionTemplate
 from tagger.model import VanerTagger, WordQuery, read_saved_config
 from tagger.serving import ExtractorBackend, MicroBatcher
 from tagger.train import TrainingData, epoch_batches, train
-from tagger.warm_start import warm_start_config
+from tagger.warm_start import warm_start_config, widen_to_multi_type
 from vaner.categories import Category
 from vaner.corpus import Sentence
 from vaner.errors import InvalidArgument
@@ -278,6 +278,29 @@ def test_warm_start_refuses_to_switch_between_single_and_multi_type(tmp_path):
         warm_start_config(single_art, {"template": InstructionTemplate.named("compact", True)}, source="m1", hint="h")
 
 
+def test_a_single_type_model_seeds_a_multi_type_one(single, tmp_path):
+    """vaner train --init-from SINGLE --multi-type: same adapter, every head block a copy of the
+    single head; the reverse and retrain's kind switch stay refused."""
+    single.save(tmp_path / "single")
+    config = warm_start_config(tmp_path / "single", {"multi_type": True}, source="m1", hint="h", widen=True)
+    assert config.multi_type and config.template == InstructionTemplate.named("paper", multi_type=True)
+    assert config.num_layers == single.config.num_layers and config.lora_r == single.config.lora_r
+    with pytest.raises(InvalidArgument, match="cannot be continued as a multi-type"):
+        warm_start_config(tmp_path / "single", {"multi_type": True}, source="m1", hint="h")
+    with pytest.raises(InvalidArgument, match="disagree with m1"):
+        warm_start_config(tmp_path / "single", {"multi_type": True, "lora_r": single.config.lora_r + 1},
+                          source="m1", hint="h", widen=True)
+    wide = widen_to_multi_type(single, config)
+    assert wide.backbone is single.backbone and wide.categories == tuple(Category)
+    hidden = torch.randn(2, 5, single.backbone.config.hidden_size)
+    with torch.no_grad():
+        narrow_logits, wide_logits = single.head(hidden), wide.head(hidden).unflatten(-1, wide.word_shape)
+    for slot in range(len(wide.categories)):
+        torch.testing.assert_close(wide_logits[:, :, slot], narrow_logits)
+    with pytest.raises(InvalidArgument):
+        widen_to_multi_type(wide, config)
+
+
 def test_train_cli_multi_type_flag_and_warm_start(vaner_home, tmp_path, capsys, monkeypatch):
     import tagger.train
     import tagger.warm_start
@@ -300,9 +323,15 @@ def test_train_cli_multi_type_flag_and_warm_start(vaner_home, tmp_path, capsys, 
     assert main(base) == 0 and not seen["config"].model.multi_type  # off by default
     capsys.readouterr()
 
+    # a single-type model seeds a multi-type one: the multi-type form of its wording, the head widened
     single_art = _saved(tmp_path, "single")
-    assert main([*base, "--init-from", str(single_art), "--multi-type"]) == 2
-    assert "cannot be continued as a multi-type model" in capsys.readouterr().err
+    monkeypatch.setattr(tagger.warm_start, "widen_to_multi_type", lambda model, config: ("wide", model))
+    assert main([*base, "--init-from", str(single_art), "--multi-type"]) == 0
+    assert seen["config"].model.multi_type and seen["model"] == ("wide", "warm")
+    assert seen["config"].model.template == InstructionTemplate.named("paper", multi_type=True)
+    assert main([*base, "--init-from", str(single_art), "--multi-type", "--instruction", "compact"]) == 0
+    assert seen["config"].model.template == InstructionTemplate.named("compact", multi_type=True)
+    capsys.readouterr()
     # --instruction names a wording; a warm start from a multi-type model takes its multi-type form
     multi_art = _saved(tmp_path, "multi", multi_type=True, template=InstructionTemplate.named("compact", True))
     assert main([*base, "--init-from", str(multi_art), "--instruction", "compact"]) == 0
