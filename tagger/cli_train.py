@@ -37,8 +37,8 @@ DbrSentences = Callable[[Settings, str, list[str], str, int, "str | None", Progr
 MODEL_FIELDS = ("backbone", "attention", "num_layers", "max_length", "lora_r", "lora_alpha", "lora_dropout",
                 "quantize_4bit", "multi_type")
 TRAIN_FIELDS = ("epochs", "steps_per_epoch", "batch_size", "grad_accum", "lr", "head_lr", "warmup_ratio",
-                "lr_schedule", "mix_temperature", "dbr_ratio", "dbr_budget", "eval_every", "patience",
-                "dev_max_sentences", "seed", "checkpoint_every", "threads", "device")
+                "lr_schedule", "mix_temperature", "free_instruction_share", "dbr_ratio", "dbr_budget", "eval_every",
+                "patience", "dev_max_sentences", "seed", "checkpoint_every", "threads", "device")
 
 
 def _field_options(cls, names: tuple[str, ...], panel: str) -> list:  # noqa: ANN001

@@ -121,6 +121,9 @@ class TrainConfig:
     warmup_ratio: float = field(default=0.06, metadata={"help": "linear warm-up share of all steps"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     mix_temperature: float = field(default=0.5, metadata={"help": "dataset sampling prob ~ size**T (1=proportional)"})
+    free_instruction_share: float = field(default=0.0, metadata={
+        "help": "share of dataset sentences trained with the dataset-free instruction (seeded per epoch), so "
+                "unseen text, which gets that instruction, is tagged as well as a named corpus"})
     mix_weights: tuple[tuple[str, float], ...] = field(default=(), metadata={
         "help": "per-source factors on the mixing probability, e.g. bionlp09-gene=0.5"})
     dbr_ratio: float = field(default=1.0, metadata={"help": "DBR sentences per dataset sentence, at most"})
@@ -155,6 +158,8 @@ class TrainConfig:
             raise InvalidArgument("warmup_ratio must be in [0, 1)")
         if self.mix_temperature <= 0:
             raise InvalidArgument("mix_temperature must be > 0")
+        if not 0 <= self.free_instruction_share < 1:
+            raise InvalidArgument(f"free_instruction_share must be in [0, 1), not {self.free_instruction_share}")
         if self.dbr_ratio < 0:
             raise InvalidArgument(f"dbr_ratio must be >= 0, not {self.dbr_ratio}")
         if self.dbr_budget not in ("shared", "extra"):

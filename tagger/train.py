@@ -1,7 +1,8 @@
 """Multi-dataset instruction tuning of the tagger (VANER 3.5, loss eq. 11).
 
-Every sentence carries its dataset's instruction; DBR sentences (dataset ``None``) carry the
-dataset-free one, and all losses are summed into one objective. A multi-type model is trained on
+Every sentence carries its dataset's instruction; DBR sentences (dataset ``None``), and a seeded
+``free_instruction_share`` of the others, carry the dataset-free one, and all losses are summed into
+one objective. A multi-type model is trained on
 the same single-type corpora: each sentence supervises only its own category's head (the label
 tensor and loss are the model's, :meth:`VanerTagger.collate`), and sentences are never merged
 across categories, so two corpora labelling the same words both count. A run folder holds a resumable
@@ -187,13 +188,25 @@ def epoch_sentences(data: TrainingData, config: TrainConfig, epoch: int,
     return [(s, si < data.dataset_sources) for si, s in plan]
 
 
+def instruction_datasets(sentences: Sequence[Sentence], config: TrainConfig, epoch: int) -> list[str | None]:
+    """The dataset each sentence's instruction names this epoch: its own, or None (the dataset-free
+    instruction) for a seeded ``free_instruction_share`` of them. Why: unseen text is asked with the
+    dataset-free instruction, which the model otherwise meets only on DBR sentences; a model trained
+    on named corpora alone tags unseen text several points worse than the corpora it can name."""
+    if not config.free_instruction_share:
+        return [s.dataset for s in sentences]
+    rng = random.Random(zlib.crc32(f"{config.seed}:free-instruction:{epoch}".encode()))
+    return [None if s.dataset and rng.random() < config.free_instruction_share else s.dataset for s in sentences]
+
+
 def epoch_schedule(model: VanerTagger, data: TrainingData, config: TrainConfig, epoch: int,
                    steps_per_epoch: int) -> tuple[list[list[EncodedInput]], list[int]]:
     """The encoded micro-batches of one epoch, in training order, and how many dataset (not DBR)
     sentences each holds: a pure function of (data, config, epoch), which is what lets a resumed run
     replay its plan and a test rebuild a step's batch."""
     drawn = epoch_sentences(data, config, epoch, steps_per_epoch)
-    encoded = [model.encoder.encode(s.words, s.category, s.dataset, s.tags) for s, _ in drawn]
+    datasets = instruction_datasets([s for s, _ in drawn], config, epoch)
+    encoded = [model.encoder.encode(s.words, s.category, d, s.tags) for (s, _), d in zip(drawn, datasets, strict=True)]
     order = length_bucketed_batches([len(e.input_ids) for e in encoded], config.batch_size, config.seed, epoch)
     return [[encoded[i] for i in batch] for batch in order], [sum(drawn[i][1] for i in batch) for batch in order]
 

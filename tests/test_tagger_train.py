@@ -9,7 +9,7 @@ import torch
 
 from tagger.config import TaggerConfig, TrainConfig
 from tagger.mixing import epoch_plan, length_bucketed_batches, source_weights
-from tagger.train import train
+from tagger.train import instruction_datasets, train
 from vaner.categories import Category
 from vaner.corpus import Sentence
 from vaner.errors import InvalidArgument
@@ -122,7 +122,20 @@ def test_patience_stops_and_a_stopped_run_stays_stopped(tiny_backbone, tmp_path,
 
 
 @pytest.mark.parametrize("bad", [{"dbr_budget": "both"}, {"eval_every": 0}, {"patience": -1},
-                                 {"lr_schedule": "cosine"}, {"dbr_ratio": -0.5}])
+                                 {"lr_schedule": "cosine"}, {"dbr_ratio": -0.5},
+                                 {"free_instruction_share": 1.0}, {"free_instruction_share": -0.1}])
 def test_new_training_settings_are_validated(tmp_path, bad):
     with pytest.raises(InvalidArgument):
         TrainConfig(datasets=("ncbi",), **bad)
+
+
+def test_a_seeded_share_of_sentences_gets_the_dataset_free_instruction():
+    sents = [Sentence(("w", str(i)), ("O", "O"), Category.DISEASE, "ncbi") for i in range(2000)]
+    sents += [Sentence(("dbr",), ("O",), Category.GENE, None)] * 10
+    assert instruction_datasets(sents, TrainConfig(datasets=("ncbi",)), 0) == [s.dataset for s in sents]
+    cfg = TrainConfig(datasets=("ncbi",), free_instruction_share=0.25, seed=5)
+    first = instruction_datasets(sents, cfg, 0)
+    assert first == instruction_datasets(sents, cfg, 0)  # a pure function of (config, epoch)
+    assert first != instruction_datasets(sents, cfg, 1)  # a different share each epoch
+    assert 0.2 < first[:2000].count(None) / 2000 < 0.3
+    assert set(first[:2000]) == {"ncbi", None} and first[2000:] == [None] * 10  # DBR stays dataset-free
