@@ -221,3 +221,28 @@ def test_bearer_token_parsing():
     assert bearer_token(None) is None
     with pytest.raises(ValueError):
         TokenAuthInterceptor("")
+
+
+def test_work_stopped_at_the_deadline_is_deadline_exceeded():
+    """A core that stops work because the deadline passed raises Cancelled (it cannot tell a
+    deadline from a client that left); the caller must still read DEADLINE_EXCEEDED."""
+    from services.interceptors import _fail
+    from vaner.errors import Cancelled
+
+    class Context:
+        def __init__(self, remaining):
+            self.remaining, self.code = remaining, None
+
+        def time_remaining(self):
+            return self.remaining
+
+        def abort(self, code, message):
+            self.code = code
+            raise RuntimeError(message)
+
+    for remaining, expected in ((0.0, grpc.StatusCode.DEADLINE_EXCEEDED), (5.0, grpc.StatusCode.CANCELLED),
+                                (None, grpc.StatusCode.CANCELLED)):
+        ctx = Context(remaining)
+        with pytest.raises(RuntimeError):
+            _fail(Cancelled("extraction cancelled"), ctx, "/vaner.v1.Tagger/Extract")
+        assert ctx.code == expected
