@@ -200,14 +200,18 @@ class Extractor:
         return self.assemble(plan, probs, overlap=overlap, link=link)
 
     def assemble(self, plan: ExtractionPlan, probs: Sequence[np.ndarray], *, overlap: str | None = None,
-                 link: LinkFn | None = None) -> list[DocumentEntities]:
-        """Decode each query's probabilities into spans, resolve overlaps, link: the documents out."""
+                 link: LinkFn | None = None, should_stop: StopCheck | None = None) -> list[DocumentEntities]:
+        """Decode each query's probabilities into spans, resolve overlaps, link: the documents out.
+        ``should_stop`` is looked at every 1,000 queries: decoding a huge document's tens of
+        thousands of queries takes seconds, which a caller past its deadline must not cost."""
         policy = overlap or self.overlap
         resolve_overlaps([], policy)
         link = link if link is not None else self.link
         documents = plan.documents
         found: list[list[Entity]] = [[] for _ in documents]
-        for (di, si, cat), p in zip(plan.index, probs, strict=True):
+        for qi, ((di, si, cat), p) in enumerate(zip(plan.index, probs, strict=True)):
+            if qi % 1000 == 999:
+                check_stop(should_stop, "extraction")
             tokens = plan.sentences[di][si].tokens
             ids = decode_ids(p, self.decoding)
             tags = [TAGS[int(k)] for k in ids]

@@ -158,7 +158,7 @@ class ExtractorBackend:
                     yield gi, window
 
         def finish(outputs: list[tuple[int, int, Any]]) -> list[Document]:
-            return self.extractor.assemble(plan, tagger.fold(queries, groups, outputs))
+            return self.extractor.assemble(plan, tagger.fold(queries, groups, outputs), should_stop=should_stop)
 
         return CallPlan(units(), plan.words, finish)
 

@@ -126,6 +126,18 @@ def test_plan_stops_splitting_a_huge_document_once_the_call_is_cancelled():
     assert len(calls) == 3  # the look between documents and the first inside splitting passed; the next stopped it
 
 
+def test_assemble_stops_decoding_a_huge_document_once_the_call_is_cancelled():
+    ex = Extractor(ScriptedTagger({}))
+    plan = ex.plan([Document("big", "Aspirin helped. " * 2_500)], ["Chemical"])
+    probs = [np.tile([1.0, 0.0, 0.0], (len(q.words), 1)) for q in plan.queries]
+    assert len(plan.queries) > 2_000
+    assert len(ex.assemble(plan, probs, should_stop=lambda: False)) == 1
+    looks = []
+    with pytest.raises(Cancelled):
+        ex.assemble(plan, probs, should_stop=lambda: looks.append(1) or True)
+    assert looks == [1]  # stopped at the first look, after 1,000 queries
+
+
 def test_unknown_type_and_bad_settings_are_invalid_argument():
     ex = Extractor(ScriptedTagger({}))
     with pytest.raises(InvalidArgument, match="unknown entity type 'Protein'"):
