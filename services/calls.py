@@ -12,17 +12,22 @@ from typing import Any
 from vaner.cancel import StopCheck
 
 
+def deadline_passed(context: Any) -> bool:
+    """True once the call behind ``context`` has a deadline and it has passed."""
+    time_remaining = getattr(context, "time_remaining", None)
+    remaining = time_remaining() if time_remaining is not None else None
+    return remaining is not None and remaining <= 0
+
+
 def call_ended(context: Any) -> StopCheck | None:
     """A ``should_stop`` for the call behind ``context`` (``None`` without one: in-process use)."""
     if context is None:
         return None
     is_active = getattr(context, "is_active", None)
-    time_remaining = getattr(context, "time_remaining", None)
 
     def ended() -> bool:
         if is_active is not None and not is_active():
             return True
-        remaining = time_remaining() if time_remaining is not None else None
-        return remaining is not None and remaining <= 0
+        return deadline_passed(context)
 
     return ended

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 
+from services.calls import deadline_passed
 from vaner.errors import InvalidArgument, VanerError
 
 log = logging.getLogger("vaner.services.rpc")
@@ -45,19 +46,11 @@ def _already_aborted(context: grpc.ServicerContext) -> bool:
     return code is not None and code is not grpc.StatusCode.OK
 
 
-def _deadline_passed(context: grpc.ServicerContext) -> bool:
-    try:
-        remaining = context.time_remaining()
-    except Exception:  # pragma: no cover - a context without deadlines
-        return False
-    return remaining is not None and remaining <= 0
-
-
 def _fail(exc: BaseException, context: grpc.ServicerContext, method: str) -> None:
     """Turn ``exc`` into a status on ``context`` (always raises)."""
     if isinstance(exc, VanerError):
         code = status_for(exc)
-        if code is grpc.StatusCode.CANCELLED and _deadline_passed(context):
+        if code is grpc.StatusCode.CANCELLED and deadline_passed(context):
             # the core stopped the work because the deadline passed (it cannot tell that from a
             # client that left); the caller is owed DEADLINE_EXCEEDED, whichever side noticed first
             code = grpc.StatusCode.DEADLINE_EXCEEDED

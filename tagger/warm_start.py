@@ -41,11 +41,20 @@ def warm_start_config(artifact: str | Path, given: Mapping[str, Any] | TaggerCon
     given = dict(given or {})
     check_keys(TaggerConfig, given, "model setting")
     if widen and given.get("multi_type") and not saved.multi_type:
-        return _widened_config(saved, given, source=source, hint=hint)
+        # seeding a multi-type model: every other setting must still agree with the saved one
+        template = given.pop("template", None) or _multi_type_wording(saved, source)
+        del given["multi_type"]
+        _check_agrees(saved, given, source=source, hint=hint)
+        return dataclasses.replace(saved, multi_type=True, template=template)  # normalises a dict template
     if "multi_type" in given and bool(given["multi_type"]) != saved.multi_type:
         raise InvalidArgument(f"{source} is {_kind(saved.multi_type)} and cannot be continued as "
                               f"{_kind(bool(given['multi_type']))}: its head and instruction do not carry over; "
                               f"train that kind from scratch, or {hint}")
+    _check_agrees(saved, given, source=source, hint=hint)
+    return saved
+
+
+def _check_agrees(saved: TaggerConfig, given: dict[str, Any], *, source: str, hint: str) -> None:
     try:
         candidate = dataclasses.replace(saved, **given)  # normalises lists, dicts and templates
     except InvalidArgument as exc:
@@ -56,35 +65,17 @@ def warm_start_config(artifact: str | Path, given: Mapping[str, Any] | TaggerCon
                               for n in conflicts)
         raise InvalidArgument(f"model settings disagree with {source}, which the warm start continues from "
                               f"(given vs saved: {described}); {hint}")
-    return saved
 
 
-def _widened_config(saved: TaggerConfig, given: dict[str, Any], *, source: str, hint: str) -> TaggerConfig:
-    """The multi-type config seeded from a single-type ``saved`` one: same backbone, layers and
-    LoRA; the multi-type form of the saved wording unless ``given`` names a template."""
+def _multi_type_wording(saved: TaggerConfig, source: str) -> Any:
+    """The multi-type form of a single-type model's built-in wording (paper or compact)."""
     from tagger.instructions import InstructionTemplate
 
-    given = dict(given)
-    if "template" not in given:
-        wording = next((name for name in ("paper", "compact") if saved.template == InstructionTemplate.named(name)),
-                       None)
-        if wording is None:
-            raise InvalidArgument(f"{source} has a custom instruction; name the multi-type wording with "
-                                  "--instruction paper|compact")
-        given["template"] = InstructionTemplate.named(wording, multi_type=True)
-    shape = {k: v for k, v in given.items() if k not in ("multi_type", "template")}
-    try:
-        candidate = dataclasses.replace(saved, **shape)
-    except InvalidArgument as exc:
-        raise InvalidArgument(f"model settings do not fit {source}: {exc.message}; {hint}") from None
-    conflicts = [name for name in shape if getattr(candidate, name) != getattr(saved, name)]
-    if conflicts:
-        raise InvalidArgument(f"model settings disagree with {source}, which the warm start continues from "
-                              f"({', '.join(conflicts)}); {hint}")
-    template = given["template"]
-    if isinstance(template, dict):
-        template = InstructionTemplate.from_dict(template)
-    return dataclasses.replace(saved, multi_type=True, template=template)
+    for name in ("paper", "compact"):
+        if saved.template == InstructionTemplate.named(name):
+            return InstructionTemplate.named(name, multi_type=True)
+    raise InvalidArgument(f"{source} has a custom instruction; name the multi-type wording with "
+                          "--instruction paper|compact")
 
 
 def widen_to_multi_type(model: Any, config: TaggerConfig) -> Any:
