@@ -133,6 +133,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--work", default="runs/dbr-ablation", help="run folders (checkpoints, best models)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--force", action="store_true", help="retrain runs that already have a row")
+    ap.add_argument("--dbr-max-positive", type=int, default=10,
+                    help="entities of the sentence's type per DBR sentence (the density cap; paper-like: 10)")
+    ap.add_argument("--dbr-max-negative", type=int, default=5, help="entities of other types per DBR sentence")
     ap.add_argument("--dbr-only", action="store_true",
                     help="build (or reuse) the DBR sets and record their cost and diagnostics; train nothing")
     args = ap.parse_args(argv)
@@ -159,7 +162,8 @@ def protocol(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_dataset_sentences:
         keys = tuple(k for k in keys if k != "dataset_epochs")
     return {"models": "single-dataset", "budget": "equal dataset sentences; DBR sentences extra (<= 1 per "
-            "training sentence)", "dbr": {"max_positive": 10, "max_negative": 5, "top_k": 5},
+            "training sentence)", "dbr": {"max_positive": args.dbr_max_positive,
+                                            "max_negative": args.dbr_max_negative, "top_k": 5},
             **{k: getattr(args, k) for k in keys}}
 
 
@@ -325,8 +329,9 @@ def dbr_for(args: argparse.Namespace, arm: KbArm, kb: Any, settings: Any, snapsh
     from vaner.corpus import DATASETS
 
     t0 = time.perf_counter()
-    dbr = DbrBuilder(settings, kb).build([dataset], DbrParams(mode=mode, seed=args.dbr_seed), snapshot=snapshot_id,
-                                         data_dir=args.data_dir)
+    params = DbrParams(mode=mode, seed=args.dbr_seed, max_positive=args.dbr_max_positive,
+                       max_negative=args.dbr_max_negative)
+    dbr = DbrBuilder(settings, kb).build([dataset], params, snapshot=snapshot_id, data_dir=args.data_dir)
     wall = time.perf_counter() - t0
     key = f"{arm.name}/{dataset}/{mode}"
     previous = results["dbr"].get(key)

@@ -162,7 +162,7 @@ class EdgeVectorStore(VectorStore):
                exact: bool = False) -> list[list[StoredHit]]:
         q = self.q
         shard = self._shard(collection)
-        key = (int(k), tuple(categories or ()), exact)
+        key = (int(k), tuple(categories or ()), exact, self.hnsw_ef)  # hnsw_ef may be changed on a live store
         cached = self._request_parts.get(key)
         if cached is None:  # filter and params are immutable: build once, not per query
             rescore = q.QuantizationSearchParams(rescore=True, oversampling=RESCORE_OVERSAMPLING)
