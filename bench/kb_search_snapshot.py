@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> dict:
     top1 = float(np.mean([bool(a) and bool(b) and (a[0].payload.get("cui") == b[0].payload.get("cui")
                                                    or abs(a[0].score - b[0].score) < 1e-5)
                           for a, b in zip(single[:n_exact], exact, strict=True)]))
+    default_ef = getattr(store, "hnsw_ef", None)  # the rates and recalls above; the sweep changes it
     sweep = []
     for ef in args.ef_sweep:
         store.hnsw_ef = ef
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace) -> dict:
                     "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "snapshot": info.id, "encoder": info.encoder, "terms": info.terms, "concepts": info.concepts,
-        "dimension": info.dimension, "hnsw_ef": store.hnsw_ef if hasattr(store, "hnsw_ef") else None,
+        "dimension": info.dimension, "hnsw_ef": default_ef,
         "queries": len(texts), "query_source": f"gold mentions of the test splits of {', '.join(MENTION_SETS)}",
         "k": args.k,
         "encode_qps": rate(len(texts), encode_s),
