@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import vaner  # noqa: F401 - first, so GRPC_ENABLE_FORK_SUPPORT is off before grpc loads (vaner/__init__.py)
+
 FIXTURES = Path(__file__).parent / "fixtures"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
