@@ -52,18 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     models = [tuple(m.split("=", 1)) for m in args.models.split(",")]
     sents = [s for s in load_dataset(args.dataset, args.split, args.data_dir) if s.spans()]
-    text = [[" ".join(s.words[a:b]).lower() for a, b in s.spans()] for s in sents]
-    mention_count = Counter(t for ts in text for t in ts)
+
+    def strings(per_sentence: list[set]) -> Counter:
+        return Counter(" ".join(s.words[a:b]).lower() for s, spans in zip(sents, per_sentence, strict=True)
+                       for a, b in spans)
+
+    mention_count = strings([set(s.spans()) for s in sents])
     misses = {}
     for name, folder in models:
         t0 = time.perf_counter()
         misses[name] = missed(folder, sents, args.dataset, args.batch_size)
         print(f"{name}: {sum(map(len, misses[name]))} of {sum(mention_count.values())} gold mentions missed "
               f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-
-    def strings(per_sentence: list[set]) -> Counter:
-        return Counter(" ".join(s.words[a:b]).lower() for s, spans in zip(sents, per_sentence, strict=True)
-                       for a, b in spans)
 
     ref = models[0][0]
     report = {"dataset": args.dataset, "split": args.split, "sentences_with_mentions": len(sents),

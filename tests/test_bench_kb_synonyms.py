@@ -4,28 +4,16 @@ holds names out of the ingest, each encoder and its aligned version are scored, 
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import shutil
-import sys
-from pathlib import Path
 
 from kb_ingest.filters import normalise
 from kb_ingest.testing import synth_umls, tiny_static_encoder_dir
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("kb_synonyms", ROOT / "bench" / "kb_synonyms.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["kb_synonyms"] = mod  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(mod)
-    return mod
+from tests.bench_modules import load_bench
 
 
 def test_synonym_benchmark_on_a_synthetic_gz_release(tmp_path):
-    bench = load_bench()
+    bench = load_bench("kb_synonyms")
     synth_umls(tmp_path / "meta", 4000, seed=5)
     for name in ("MRCONSO.RRF", "MRSTY.RRF"):
         with (tmp_path / "meta" / name).open("rb") as fi, gzip.open(tmp_path / "meta" / (name + ".gz"), "wb") as fo:
