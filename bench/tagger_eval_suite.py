@@ -6,14 +6,16 @@
 Probabilities are computed once per sentence and decoded both ways (``argmax`` and BIO-constrained
 ``viterbi``), so the decoding is chosen on dev and the test figures of both are on the record.
 ``--instruction free`` asks with the dataset-free instruction (what users' own text gets), which
-is also how held-out corpora are scored. Files land in ``bench/results/eval/<name>/`` and a run
-that is killed resumes at the next missing file; shard datasets across processes (one per core)
-with ``--datasets``.
+is also how held-out corpora are scored. Beside each JSON, ``*.spans.json.gz`` keeps every
+sentence's Viterbi spans and scores, so post-processing (``bench/doc_consistency.py``) is scored
+without the model. Files land in ``bench/results/eval/<name>/`` and a run that is killed resumes at
+the next missing file; shard datasets across processes (one per core) with ``--datasets``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -22,17 +24,32 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagger.data import DATASETS, load_dataset  # noqa: E402
-from tagger.decoding import DECODINGS, decode_tags  # noqa: E402
+from tagger.decoding import DECODINGS, decode_ids, decode_tags  # noqa: E402
 from tagger.extract import merge_for_inference  # noqa: E402
 from tagger.metrics import entity_prf  # noqa: E402
 from tagger.model import VanerTagger, WordQuery  # noqa: E402
+from vaner.corpus import TAGS, tags_to_spans  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eval"
+
+
+def write_spans(path: Path, probs: list) -> None:
+    """The Viterbi spans of every sentence with their scores (mean tag probability, as the extractor
+    gives), so that document-level rules (``bench/doc_consistency.py``) are scored without the model."""
+    spans = []
+    for p in probs:
+        ids = decode_ids(p, "viterbi")
+        picked = p[np.arange(len(ids)), ids]
+        spans.append([[a, b, round(float(picked[a:b].mean()), 4)]
+                      for a, b in tags_to_spans([TAGS[int(k)] for k in ids])])
+    with gzip.open(path, "wt") as fh:
+        json.dump({"decoding": "viterbi", "spans": spans}, fh, separators=(",", ":"))
 
 
 def main() -> int:
@@ -53,7 +70,7 @@ def main() -> int:
     model = None
     for name in [n.strip() for n in args.datasets.split(",") if n.strip()]:
         path = out_dir / f"{name}.{args.split}.{args.instruction}.json"
-        if path.exists() and not args.force:
+        if path.exists() and path.with_suffix(".spans.json.gz").exists() and not args.force:
             print(f"{path.name}: done before, skipped", file=sys.stderr)
             continue
         if model is None:
@@ -84,6 +101,7 @@ def main() -> int:
                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(sys.argv),
                   "decodings": {d: entity_prf(gold, [decode_tags(p, d) for p in probs]) for d in DECODINGS}}
         path.write_text(json.dumps(report, indent=2))
+        write_spans(path.with_suffix(".spans.json.gz"), probs)
         f1 = {d: round(report["decodings"][d]["f1"], 2) for d in DECODINGS}
         print(f"{name} {args.split} {args.instruction}: F1 {f1} ({len(sents)} sentences, {seconds:.0f} s)",
               file=sys.stderr, flush=True)

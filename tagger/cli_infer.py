@@ -83,6 +83,9 @@ def extract_command(
         "--output", "-o", metavar="FILE", help="write here instead of stdout")] = None,
     overlap: Annotated[Literal["best", "all"], typer.Option(
         "--overlap", help="overlapping spans of different types: keep the higher score (best) or all")] = "best",
+    consistency: Annotated[Literal["both", "abbreviations", "repeats", "none"], typer.Option(
+        "--consistency", help="document-level rules: a tagged long form's abbreviation and a tagged name are "
+        "tagged wherever else they occur in the document (both), one of them, or none")] = "both",
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="use this dataset's instruction (annotation style)")] = None,
     no_text: Annotated[bool, typer.Option("--no-text", help="omit document text from JSON output")] = False,
@@ -260,14 +263,18 @@ def run_extract(args: argparse.Namespace) -> int:
     docs = _read_input(args)
     settings = settings_from_args(args)
     if args.remote:
+        if args.consistency != "both":
+            raise InvalidArgument("--consistency is for local extraction; a tagger service applies both rules")
         out = _extract_remote(args, docs, cats)
     else:
+        from tagger.consistency import Consistency
         from tagger.extract import Extractor, load_for_inference
 
         link = _linker(args, settings) if args.link else None
         record = _model(settings, args.model)
         extractor = Extractor(load_for_inference(record.artifact_path, args.device), batch_size=args.batch_size,
-                              overlap=args.overlap, link=link, model_id=record.id)
+                              overlap=args.overlap, link=link, model_id=record.id,
+                              consistency=Consistency.named(args.consistency))
         bar = ProgressBars(enabled=len(docs) > 1 or len(docs[0].text) > 5000, unit="query")
         try:
             out = extractor.extract(docs, cats, dataset=args.dataset, progress=bar)

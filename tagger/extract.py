@@ -3,8 +3,9 @@
 Pipeline per document: split each passage into sentences, tokenise with offsets
 (:mod:`tagger.text`), ask the model once per (sentence, requested type) with the dataset-free
 instruction (unseen text, VANER eq. 6), decode O/B/I to word spans with conlleval semantics (an
-I after O starts an entity), map word spans to character offsets, score each span, then resolve
-overlaps between types. The queries stay one per (sentence, type) for every model; which of them
+I after O starts an entity), score each span, add the mentions the document-level consistency rules
+find (:mod:`tagger.consistency`: abbreviations, repeated names), map word spans to character
+offsets, then resolve overlaps between types. The queries stay one per (sentence, type) for every model; which of them
 share a forward pass is the model's business (:meth:`VanerTagger.window_groups`): one pass each
 for a single-type model, one pass per sentence for all its types for a multi-type model.
 
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tagger.consistency import Consistency, WordSpan, make_consistent
 from tagger.decoding import DECODINGS, decode_ids
 from tagger.encoding import EncodedInput
 from tagger.formats import Document, DocumentEntities, Entity, LinkFn, document_sentences, link_documents
@@ -124,9 +126,10 @@ class ExtractionPlan:
 class Extractor:
     def __init__(self, tagger: VanerTagger, batch_size: int = 32, overlap: str = "best",
                  link: LinkFn | None = None, model_id: str | None = None, chunk_queries: int = 512,
-                 decoding: str = "viterbi"):
+                 decoding: str = "viterbi", consistency: Consistency = Consistency()):
         if batch_size < 1:
             raise InvalidArgument("batch_size must be >= 1")
+        self.consistency = consistency
         if decoding not in DECODINGS:
             raise InvalidArgument(f"unknown decoding {decoding!r}; expected one of {', '.join(DECODINGS)}")
         self.decoding = decoding
@@ -201,25 +204,35 @@ class Extractor:
 
     def assemble(self, plan: ExtractionPlan, probs: Sequence[np.ndarray], *, overlap: str | None = None,
                  link: LinkFn | None = None, should_stop: StopCheck | None = None) -> list[DocumentEntities]:
-        """Decode each query's probabilities into spans, resolve overlaps, link: the documents out.
+        """Decode each query's probabilities into spans, apply the document-level consistency rules
+        (:mod:`tagger.consistency`), resolve overlaps, link: the documents out.
         ``should_stop`` is looked at every 1,000 queries: decoding a huge document's tens of
         thousands of queries takes seconds, which a caller past its deadline must not cost."""
         policy = overlap or self.overlap
         resolve_overlaps([], policy)
         link = link if link is not None else self.link
         documents = plan.documents
-        found: list[list[Entity]] = [[] for _ in documents]
+        spans: list[list[WordSpan]] = [[] for _ in documents]
         for qi, ((di, si, cat), p) in enumerate(zip(plan.index, probs, strict=True)):
             if qi % 1000 == 999:
                 check_stop(should_stop, "extraction")
-            tokens = plan.sentences[di][si].tokens
             ids = decode_ids(p, self.decoding)
             tags = [TAGS[int(k)] for k in ids]
             picked = p[np.arange(len(ids)), ids]
-            text = documents[di].text
             for ws, we in tags_to_spans(tags):
-                start, end = tokens[ws].start, tokens[we - 1].end
-                found[di].append(Entity(start, end, text[start:end], cat.value, float(picked[ws:we].mean())))
+                spans[di].append(WordSpan(si, ws, we, cat.value, float(picked[ws:we].mean())))
+        found: list[list[Entity]] = []
+        for di, doc_spans in enumerate(spans):
+            check_stop(should_stop, "extraction")
+            if self.consistency.enabled and doc_spans:
+                doc_spans = make_consistent([s.words for s in plan.sentences[di]], doc_spans, self.consistency)
+            text = documents[di].text
+            ents = []
+            for w in doc_spans:
+                tokens = plan.sentences[di][w.sentence].tokens
+                start, end = tokens[w.start].start, tokens[w.end - 1].end
+                ents.append(Entity(start, end, text[start:end], w.category, w.score))
+            found.append(ents)
 
         out = []
         n_entities = 0
@@ -234,5 +247,6 @@ class Extractor:
         return out
 
 
-__all__ = ["ExtractionPlan", "Extractor", "ExtractionStats", "LinkFn", "OVERLAP_POLICIES", "load_for_inference",
+__all__ = ["ExtractionPlan", "Extractor", "ExtractionStats", "LinkFn", "OVERLAP_POLICIES",
+           "load_for_inference",
            "merge_for_inference", "resolve_overlaps"]
