@@ -36,3 +36,13 @@ def test_default_model_finds_each_type(extractor):
 def test_default_model_is_quiet_on_plain_text(extractor):
     [doc] = extractor.extract([Document(id="plain", text="The meeting was moved to Tuesday afternoon.")])
     assert not doc.entities
+
+
+def test_document_rules_give_every_short_form_its_long_forms_type(extractor):
+    """The case the error analysis found (BENCHMARKS.md): a disease abbreviation that is also a gene
+    symbol. Without the rules the model calls the defining "(APC)" a species."""
+    text = ("Germline mutations of the adenomatous polyposis coli (APC) gene cause familial adenomatous polyposis. "
+            "Desmoid tumours are frequent in APC. We studied 40 families with APC and found no new mutation.")
+    [doc] = extractor.extract([Document(id="apc", text=text)])
+    assert [(e.start, e.type) for e in doc.entities if e.text == "APC"] == [
+        (54, "Disease"), (134, "Disease"), (167, "Disease")]
