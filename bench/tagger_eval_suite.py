@@ -24,17 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagger.data import DATASETS, load_dataset  # noqa: E402
-from tagger.decoding import DECODINGS, decode_ids, decode_tags  # noqa: E402
+from tagger.decoding import DECODINGS, decode_spans, decode_tags  # noqa: E402
 from tagger.extract import merge_for_inference  # noqa: E402
 from tagger.metrics import entity_prf  # noqa: E402
 from tagger.model import VanerTagger, WordQuery  # noqa: E402
-from vaner.corpus import TAGS, tags_to_spans  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eval"
 
@@ -42,12 +40,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "eval"
 def write_spans(path: Path, probs: list) -> None:
     """The Viterbi spans of every sentence with their scores (mean tag probability, as the extractor
     gives), so that document-level rules (``bench/doc_consistency.py``) are scored without the model."""
-    spans = []
-    for p in probs:
-        ids = decode_ids(p, "viterbi")
-        picked = p[np.arange(len(ids)), ids]
-        spans.append([[a, b, round(float(picked[a:b].mean()), 4)]
-                      for a, b in tags_to_spans([TAGS[int(k)] for k in ids])])
+    spans = [[[a, b, round(score, 4)] for a, b, score in decode_spans(p, "viterbi")] for p in probs]
     with gzip.open(path, "wt") as fh:
         json.dump({"decoding": "viterbi", "spans": spans}, fh, separators=(",", ":"))
 

@@ -21,6 +21,7 @@ saved predictions.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
@@ -122,11 +123,7 @@ def best_long_form(short: str, words: Sequence[str]) -> int | None:
             return None
         i -= 1
         s -= 1
-    first = i + 1
-    for k in range(len(starts) - 1, -1, -1):
-        if starts[k] <= first:
-            return k
-    return 0
+    return max(bisect.bisect_right(starts, i + 1) - 1, 0)
 
 
 def find_abbreviations(sentences: Sequence[Sequence[str]]) -> list[Abbreviation]:
@@ -155,14 +152,27 @@ def find_abbreviations(sentences: Sequence[Sequence[str]]) -> list[Abbreviation]
     return found
 
 
-def _occurrences(sentences: Sequence[Sequence[str]], phrase: tuple[str, ...]) -> list[tuple[int, int, int]]:
-    n = len(phrase)
-    out = []
-    for si, words in enumerate(sentences):
-        for j in range(len(words) - n + 1):
-            if tuple(words[j: j + n]) == phrase:
-                out.append((si, j, j + n))
-    return out
+class _Occurrences:
+    """Where each phrase occurs in one document. Why an index: a long full-text document has
+    thousands of tagged names, and scanning every word for each of them would make one Extract call
+    quadratic in its length; positions are looked up by first word, and each phrase once."""
+
+    def __init__(self, sentences: Sequence[Sequence[str]]):
+        self.sentences = sentences
+        self.by_first: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for si, words in enumerate(sentences):
+            for j, w in enumerate(words):
+                self.by_first[w].append((si, j))
+        self._cache: dict[tuple[str, ...], list[tuple[int, int, int]]] = {}
+
+    def __call__(self, phrase: tuple[str, ...]) -> list[tuple[int, int, int]]:
+        found = self._cache.get(phrase)
+        if found is None:
+            n = len(phrase)
+            found = [(si, j, j + n) for si, j in self.by_first.get(phrase[0], ())
+                     if tuple(self.sentences[si][j: j + n]) == phrase]
+            self._cache[phrase] = found
+        return found
 
 
 def _free(taken: dict[tuple[str, int], list[tuple[int, int]]], category: str, si: int, a: int, b: int) -> bool:
@@ -202,11 +212,13 @@ def make_consistent(sentences: Sequence[Sequence[str]], spans: Sequence[WordSpan
             at[(category, si, a, b)] = len(out)
             out.append(WordSpan(si, a, b, category, score))
 
+    occurrences = _Occurrences(sentences)
     sources: dict[tuple[tuple[str, ...], str], float] = {}
     if rules.abbreviations:
         ends = {(s.sentence, s.end, s.category): s for s in spans}
+        categories = {s.category for s in spans}
         for ab in find_abbreviations(sentences):
-            for category in {s.category for s in spans}:
+            for category in categories:
                 hit = ends.get((ab.sentence, ab.long_end, category))
                 if hit is not None and hit.start >= ab.long_start and hit.score >= rules.min_score:
                     key = (ab.short, category)
@@ -220,14 +232,14 @@ def make_consistent(sentences: Sequence[Sequence[str]], spans: Sequence[WordSpan
                 tagged[(phrase, s.category)].append(s.score)
         for (phrase, category), scores in tagged.items():
             if rules.repeat_min_share > 0:
-                share = len(scores) / max(len(_occurrences(sentences, phrase)), 1)
+                share = len(scores) / max(len(occurrences(phrase)), 1)
                 if share < rules.repeat_min_share:
                     continue
             key = (phrase, category)
             sources[key] = max(sources.get(key, 0.0), max(scores))
     # longest phrases first: a name must not be blocked by a shorter name inside it
     for (phrase, category), score in sorted(sources.items(), key=lambda kv: -len(kv[0][0])):
-        for si, a, b in _occurrences(sentences, phrase):
+        for si, a, b in occurrences(phrase):
             add(si, a, b, category, score)
     return out
 

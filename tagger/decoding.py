@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vaner.corpus import TAGS
+from vaner.corpus import TAGS, tags_to_spans
 
 DECODINGS = ("viterbi", "argmax")
 _O, _B, _I = TAGS.index("O"), TAGS.index("B"), TAGS.index("I")
@@ -45,3 +45,12 @@ def decode_ids(probs: np.ndarray, decoding: str = "viterbi") -> np.ndarray:
 
 def decode_tags(probs: np.ndarray, decoding: str = "viterbi") -> list[str]:
     return [TAGS[int(k)] for k in decode_ids(probs, decoding)]
+
+
+def decode_spans(probs: np.ndarray, decoding: str = "viterbi") -> list[tuple[int, int, float]]:
+    """Word spans [start, end) of one sentence with their scores: the mean probability of the
+    decoded tag over the span's words. Cheap, in [0, 1], and it drops when any word of the span is
+    uncertain, which is what users filter on; extraction and the saved eval spans share it."""
+    ids = decode_ids(probs, decoding)
+    picked = probs[np.arange(len(ids)), ids]
+    return [(a, b, float(picked[a:b].mean())) for a, b in tags_to_spans([TAGS[int(k)] for k in ids])]

@@ -34,14 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from tagger.consistency import Consistency, WordSpan, make_consistent
-from tagger.decoding import DECODINGS, decode_ids
+from tagger.decoding import DECODINGS, decode_spans
 from tagger.encoding import EncodedInput
 from tagger.formats import Document, DocumentEntities, Entity, LinkFn, document_sentences, link_documents
 from tagger.model import VanerTagger, WordQuery
 from tagger.text import TextSentence
 from vaner.cancel import StopCheck, check_stop
 from vaner.categories import Category
-from vaner.corpus import TAGS, tags_to_spans
 from vaner.errors import InvalidArgument
 from vaner.progress import ProgressCallback, ProgressTracker
 
@@ -216,11 +215,8 @@ class Extractor:
         for qi, ((di, si, cat), p) in enumerate(zip(plan.index, probs, strict=True)):
             if qi % 1000 == 999:
                 check_stop(should_stop, "extraction")
-            ids = decode_ids(p, self.decoding)
-            tags = [TAGS[int(k)] for k in ids]
-            picked = p[np.arange(len(ids)), ids]
-            for ws, we in tags_to_spans(tags):
-                spans[di].append(WordSpan(si, ws, we, cat.value, float(picked[ws:we].mean())))
+            spans[di].extend(WordSpan(si, ws, we, cat.value, score)
+                             for ws, we, score in decode_spans(p, self.decoding))
         found: list[list[Entity]] = []
         for di, doc_spans in enumerate(spans):
             check_stop(should_stop, "extraction")
