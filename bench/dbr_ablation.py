@@ -56,6 +56,12 @@ Run the ablation (GPU: ``--device cuda``; CPU: ``--threads 1`` per dedicated cor
         --kb openkb+train=runs/openkb-train-home --datasets ncbi,s800 --dataset-epochs 20 \\
         --patience 4 --device cuda --out bench/results/dbr_ablation_openkb.json
 
+Two cores, one arm each: run each (dataset, arm) as its own process with its own ``--out`` (and a
+``--work`` per DBR variant), then ``--merge A.json B.json ... --out RESULTS.json`` joins them (refused
+unless the protocols and KB snapshots agree; a file holding only the no-DBR arm joins any DBR variant,
+since that arm never sees a DBR setting). ``--dbr-corpus-agreement 0.5`` is the corpus-agreement
+filter of ``retrieval/corpus_agreement.py``, recorded in the protocol.
+
 ``--dbr-only`` builds every DBR set and records its diagnostics without training (minutes on a CPU
 with ``minilm-m2v``): worth a look before hours of training. Smoke run (about 40 min per dataset on
 one core, 16 layers): add ``--max-dataset-sentences 400 --eval-every 100 --dev-max 100 --test-max 200
@@ -102,7 +108,7 @@ def parse_kb(spec: str) -> KbArm:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kb", action="append", required=True, metavar="NAME=HOME[@SNAPSHOT]",
+    ap.add_argument("--kb", action="append", default=[], metavar="NAME=HOME[@SNAPSHOT]",
                     help="a KB arm (repeatable): a vaner home and its snapshot (default latest)")
     ap.add_argument("--datasets", default="ncbi,s800")
     ap.add_argument("--arms", default=",".join(ARMS))
@@ -136,9 +142,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--dbr-max-positive", type=int, default=10,
                     help="entities of the sentence's type per DBR sentence (the density cap; paper-like: 10)")
     ap.add_argument("--dbr-max-negative", type=int, default=5, help="entities of other types per DBR sentence")
+    ap.add_argument("--dbr-corpus-agreement", type=float, default=0.0,
+                    help="drop DBR entities whose label the training split contradicts (retrieval.corpus_agreement); "
+                         "0: keep all, as the paper")
+    ap.add_argument("--merge", nargs="+", metavar="RESULTS", default=None,
+                    help="merge results files written by parallel processes (one arm each, same protocol and KB "
+                         "snapshots) into --out, then report; trains nothing")
     ap.add_argument("--dbr-only", action="store_true",
                     help="build (or reuse) the DBR sets and record their cost and diagnostics; train nothing")
     args = ap.parse_args(argv)
+    if not args.kb and not args.merge:
+        ap.error("--kb is required (or --merge)")
     args.kbs = [parse_kb(s) for s in args.kb]
     if len({k.name for k in args.kbs}) != len(args.kbs):
         raise SystemExit("--kb names must be distinct")
@@ -163,7 +177,9 @@ def protocol(args: argparse.Namespace) -> dict[str, Any]:
         keys = tuple(k for k in keys if k != "dataset_epochs")
     return {"models": "single-dataset", "budget": "equal dataset sentences; DBR sentences extra (<= 1 per "
             "training sentence)", "dbr": {"max_positive": args.dbr_max_positive,
-                                            "max_negative": args.dbr_max_negative, "top_k": 5},
+                                            "max_negative": args.dbr_max_negative, "top_k": 5,
+                                            **({"corpus_agreement": args.dbr_corpus_agreement}
+                                               if args.dbr_corpus_agreement else {})},
             **{k: getattr(args, k) for k in keys}}
 
 
@@ -241,6 +257,46 @@ def check_same(what: str, recorded: Any, current: Any, out: Path) -> None:
                          f"({recorded!r} != {current!r}); use another --out (or move the file)")
 
 
+def _without_dbr(protocol_: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if protocol_ is None else {k: v for k, v in protocol_.items() if k != "dbr"}
+
+
+def merge_results(paths: list[Path], out: Path) -> dict[str, Any]:
+    """Union of results files measured in parallel (e.g. one arm per core): refused unless every file has
+    the same protocol and the same snapshot for each KB name, and no run appears twice with other figures."""
+    parts = []
+    for path in paths:
+        if not path.exists():
+            raise SystemExit(f"--merge: {path} does not exist")
+        part = load_results(path)
+        none_only = bool(part["runs"]) and all(key.startswith("none/") for key in part["runs"])
+        parts.append((none_only, path, part))
+    parts.sort(key=lambda x: x[0])  # the DBR arms set the protocol; a no-DBR-only file joins any DBR variant
+    merged = load_results(out) if out.exists() else {**parts[0][2], "runs": {}, "curves": {}, "commands": []}
+    for none_only, path, part in parts:
+        if none_only:
+            # the no-DBR arm never sees a DBR setting: one run serves every DBR variant of the protocol
+            check_same("protocol (DBR settings aside)", _without_dbr(merged.get("protocol")),
+                       _without_dbr(part.get("protocol")), path)
+            part["dbr"] = {}
+        else:
+            check_same("protocol", merged.get("protocol"), part.get("protocol"), path)
+            merged["protocol"] = part.get("protocol")
+        merged["machine"] = merged.get("machine") or part.get("machine")
+        for name, info in part["kbs"].items():
+            recorded = merged["kbs"].get(name)
+            check_same(f"KB {name!r} snapshot", recorded and recorded["snapshot"], info["snapshot"], path)
+            merged["kbs"][name] = info
+        for key, run in part["runs"].items():
+            if key in merged["runs"] and merged["runs"][key] != run:
+                raise SystemExit(f"--merge: {path} holds another run {key!r} than the files before it")
+            merged["runs"][key] = run
+            merged["curves"][key] = part["curves"].get(key, [])
+        merged["dbr"].update({k: v for k, v in part["dbr"].items() if k not in merged["dbr"] or not v.get("cached")})
+        merged["commands"] += [c for c in part["commands"] if c not in merged["commands"]]
+    return merged
+
+
 # ---------------------------------------------------------------- one run
 
 
@@ -282,13 +338,15 @@ def run_arm(args: argparse.Namespace, kb: str | None, dataset: str, arm: str, tr
     import tagger.train as tagger_train
     from tagger.evaluate import evaluate
     from tagger.extract import load_for_inference
+    from vaner.progress import ProgressBars
 
     out_dir = Path(args.work) / (f"none/{dataset}" if arm == "none" else f"{kb}/{dataset}/{arm}")
     config = train_config(args, dataset, len(train_split), out_dir)
     check_resumable(config, args.force)
     used = min(len(extra), int(config.dbr_ratio * len(train_split)))  # what train() keeps of the set
     t0 = time.perf_counter()
-    result = tagger_train.train(config, extra_sentences=extra, resume=True)
+    with ProgressBars(unit="step", interval=60.0) as bars:  # hour-long runs: a line a minute with the ETA
+        result = tagger_train.train(config, extra_sentences=extra, resume=True, progress=bars)
     wall = time.perf_counter() - t0
     best = json.loads((result.artifact_dir / "tagger_config.json").read_text())
     t1 = time.perf_counter()
@@ -330,7 +388,7 @@ def dbr_for(args: argparse.Namespace, arm: KbArm, kb: Any, settings: Any, snapsh
 
     t0 = time.perf_counter()
     params = DbrParams(mode=mode, seed=args.dbr_seed, max_positive=args.dbr_max_positive,
-                       max_negative=args.dbr_max_negative)
+                       max_negative=args.dbr_max_negative, corpus_agreement=args.dbr_corpus_agreement)
     dbr = DbrBuilder(settings, kb).build([dataset], params, snapshot=snapshot_id, data_dir=args.data_dir)
     wall = time.perf_counter() - t0
     key = f"{arm.name}/{dataset}/{mode}"
@@ -422,6 +480,12 @@ def main(argv: list[str] | None = None) -> int:
     from vaner.settings import Settings
 
     out = Path(args.out)
+    if args.merge:
+        results = merge_results([Path(p) for p in args.merge], out)
+        save_results(out, results)
+        plot(results, out.with_suffix(".png"))
+        print(markdown(results))
+        return 0
     results = load_results(out)
     check_same("protocol", results.get("protocol"), json.loads(json.dumps(protocol(args))), out)
     results["protocol"] = protocol(args)

@@ -100,7 +100,7 @@ def cmd_dbr_build(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args).ensure()
     params = DbrParams(mode=args.mode, seed=args.seed, max_positive=args.max_positive,
-                       max_negative=args.max_negative, top_k=args.top_k)
+                       max_negative=args.max_negative, top_k=args.top_k, corpus_agreement=args.corpus_agreement)
     bar = _progress(args)
     try:
         if args.retrieval_address:
@@ -218,6 +218,9 @@ def dbr_build_command(
     max_positive: Annotated[int, typer.Option("--max-positive", help="entities of the sentence's type")] = 10,
     max_negative: Annotated[int, typer.Option("--max-negative", help="entities of other types")] = 5,
     top_k: Annotated[int, typer.Option("--top-k", help="KB entities per query phrase")] = 5,
+    corpus_agreement: Annotated[float, typer.Option(
+        "--corpus-agreement", help="drop entities whose DBR label the training split contradicts (e.g. 0.5: "
+        "a positive the annotators tag in under half of its occurrences); 0: keep all, as the paper")] = 0.0,
     force: Annotated[bool, typer.Option("--force", help="rebuild even when a cached set matches")] = False,
     **_: object,
 ) -> None:

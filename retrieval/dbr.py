@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from retrieval.corpus_agreement import AGREEMENT_VERSION, CorpusAgreement
 from retrieval.phrases import MINER_VERSION, MinerConfig, PhraseMiner
 from retrieval.retrieve import KnowledgeBaseLike, Retriever, normalise_phrase
 from vaner import __version__
@@ -60,6 +61,9 @@ class DbrParams:
     max_negative: int = field(default=5, metadata={"help": "entities of other types per sentence"})
     top_k: int = field(default=5, metadata={"help": "KB entities kept per query phrase"})
     miner: MinerConfig = field(default_factory=MinerConfig)
+    corpus_agreement: float = field(default=0.0, metadata={
+        "help": "drop entities whose DBR label the training split contradicts: positives it tags in fewer than "
+                "this share of their occurrences, negatives it tags at least this often (0: keep all, the paper)"})
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -68,6 +72,8 @@ class DbrParams:
             raise InvalidArgument("max_positive and max_negative must be >= 0 and not both 0")
         if self.top_k < 1:
             raise InvalidArgument("top_k must be >= 1")
+        if not 0.0 <= self.corpus_agreement <= 1.0:
+            raise InvalidArgument(f"corpus_agreement must be in [0, 1], not {self.corpus_agreement}")
         if isinstance(self.miner, dict):
             object.__setattr__(self, "miner", MinerConfig(**self.miner))
 
@@ -173,8 +179,13 @@ def dataset_fingerprints(datasets: Sequence[str], data_dir: str | Path | None) -
 
 
 def cache_key(snapshot_id: str, datasets: Sequence[str], fingerprints: dict[str, str], params: DbrParams) -> str:
+    hashed = params.to_dict()
+    if not hashed["corpus_agreement"]:  # off: the sets built before the option keep their keys
+        del hashed["corpus_agreement"]
+    else:
+        hashed["agreement_version"] = AGREEMENT_VERSION
     blob = json.dumps({"snapshot": snapshot_id, "datasets": sorted(datasets), "data": fingerprints,
-                       "params": params.to_dict(), "miner": MINER_VERSION, "assembly": ASSEMBLY_VERSION},
+                       "params": hashed, "miner": MINER_VERSION, "assembly": ASSEMBLY_VERSION},
                       sort_keys=True)
     return f"{params.mode}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
@@ -273,7 +284,19 @@ def dbr_stats(dbr: DbrSet, corpora: Mapping[str, Sequence[Sentence]] | None = No
             gold_total, gold_hit = gold_total + len(gold), gold_hit + len(gold & got)
             pos_total, pos_gold = pos_total + len(got), pos_gold + len(got & gold)
         n_train = sum(len(v) for v in corpora.values())
+        tables = {c: CorpusAgreement.of(sents) for c, sents in _by_category(corpora).items()}
+        judged = contradicted = 0
+        for r in rows:
+            table = tables.get(Category.parse(r["category"]))
+            for name in (positives(r) if table else ()):
+                share = table.tagged_share(name.split())
+                judged += share is not None
+                contradicted += share is not None and share < 0.5
         out.update({
+            # the corpus-agreement diagnostic: positives seen in the training text, and those it tags
+            # less than half of the time (what ``corpus_agreement`` removes)
+            "positives_seen_in_corpus": round(judged / n_pos, 4) if n_pos else None,
+            "positives_contradicted": round(contradicted / n_pos, 4) if n_pos else None,
             "gold_mentions_injected": round(gold_hit / gold_total, 4) if gold_total else None,
             "positives_that_are_gold": round(pos_gold / pos_total, 4) if pos_total else None,
             "dataset_entities_per_sentence": round(sum(len(s.spans()) for v in corpora.values() for s in v)
@@ -317,7 +340,7 @@ class DbrBuilder:
         else:
             base = self.build(names, DbrParams(**{**params.to_dict(), "mode": "retrieved"}), snapshot=snap_id,
                               data_dir=data_dir, progress=progress)
-            rows, counts = self._build_random(base, params, snap_id, progress)
+            rows, counts = self._build_random(base, params, snap_id, progress, corpora)
             extra_manifest = {"counts_from": base.id}
         elapsed = time.monotonic() - t0
         manifest = {
@@ -369,12 +392,16 @@ class DbrBuilder:
         hits_list = retriever.retrieve(unique, progress=progress)
         t_retrieved = time.perf_counter()
         by_phrase = dict(zip(unique, hits_list, strict=True))
+        agreement = _agreements(corpora, params)
         asm_t = ProgressTracker("dbr: assemble", total=total, callback=progress)
         rows: list[tuple[Sentence, dict[str, Any]]] = []
         n_pos = n_neg = skipped = 0
+        dropped = {"positives": 0, "negatives": 0}
         for name, i, sent, phrases in per_sentence:
             hits = [h for p in phrases for h in by_phrase.get(normalise_phrase(p), [])]
             pos, neg = split_pools(hits, sent.category)
+            if sent.category in agreement:
+                pos, neg = _agreeing(agreement[sent.category], pos, neg, params.corpus_agreement, dropped)
             cuis: dict[str, str] = {}
             for h in hits:
                 cuis.setdefault(h.name, h.cui)
@@ -394,6 +421,8 @@ class DbrBuilder:
         counts = {"training_sentences": total, "sentences": len(rows), "skipped_no_entities": skipped,
                   "positives": n_pos, "negatives": n_neg, "unique_queries": len(unique),
                   "queries": sum(len(ps) for *_, ps in per_sentence)}
+        if agreement:
+            counts["dropped_by_corpus_agreement"] = dropped
         counts["timings"] = {"mine_s": round(t_mined - t_start, 2),
                              "encode_s": round(retriever.stats["encode_seconds"], 2),
                              "search_s": round(retriever.stats["search_seconds"], 2),
@@ -410,8 +439,10 @@ class DbrBuilder:
         s = concatenate(category, items, source)
         return None if s is None else (s, np_, nn, items)
 
-    def _build_random(self, base: DbrSet, params: DbrParams, snap_id: str, progress: ProgressCallback | None):
-        """Same per-sentence counts as ``base`` (retrieved), entities drawn at random from the KB."""
+    def _build_random(self, base: DbrSet, params: DbrParams, snap_id: str, progress: ProgressCallback | None,
+                      corpora: dict[str, list[Sentence]] | None = None):
+        """Same per-sentence counts as ``base`` (retrieved), entities drawn at random from the KB (and,
+        with ``params.corpus_agreement``, through the same corpus filter as the retrieved ones)."""
         base_rows = []
         with (base.path / "sentences.jsonl").open(encoding="utf-8") as fh:
             for line in fh:
@@ -426,10 +457,18 @@ class DbrBuilder:
         pools_pos: dict[Category, list[str]] = {}
         pools_neg: dict[Category, list[str]] = {}
         cuis: dict[str, str] = {}
+        agreement = _agreements(corpora or {}, params)
+        dropped = {"positives": 0, "negatives": 0}
         for c in sorted(set(need_pos) | set(need_neg), key=lambda c: c.value):
             others = [o for o in Category if o != c]
-            pools_pos[c] = self._random_names(need_pos.get(c, 0), [c], c, True, snap_id, params.seed, cuis)
-            pools_neg[c] = self._random_names(need_neg.get(c, 0), others, c, False, snap_id, params.seed + 1, cuis)
+            spare = 1.1 if c in agreement else 1.0  # the filter drops a few: draw a little more
+            pools_pos[c] = self._random_names(int(need_pos.get(c, 0) * spare), [c], c, True, snap_id, params.seed,
+                                              cuis)
+            pools_neg[c] = self._random_names(int(need_neg.get(c, 0) * spare), others, c, False, snap_id,
+                                              params.seed + 1, cuis)
+            if c in agreement:
+                pools_pos[c], pools_neg[c] = _agreeing(agreement[c], pools_pos[c], pools_neg[c],
+                                                       params.corpus_agreement, dropped)
         tracker = ProgressTracker("dbr: random assemble", total=len(base_rows), callback=progress)
         rows: list[tuple[Sentence, dict[str, Any]]] = []
         cursor_pos = {c: 0 for c in pools_pos}
@@ -455,6 +494,8 @@ class DbrBuilder:
         counts = {"training_sentences": base.manifest["counts"].get("training_sentences"), "sentences": len(rows),
                   "positives": n_pos, "negatives": n_neg,
                   "kb_pool": {c.value: [len(pools_pos[c]), len(pools_neg[c])] for c in pools_pos}}
+        if agreement:
+            counts["dropped_by_corpus_agreement"] = dropped
         return rows, counts
 
     def _random_names(self, n: int, categories: list[Category], target: Category, positive: bool,
@@ -475,6 +516,31 @@ class DbrBuilder:
             log.warning("KB snapshot %s has no %s entities for random DBR of %s", snap_id,
                         "positive" if positive else "negative", target.value)
         return names
+
+
+def _agreements(corpora: Mapping[str, Sequence[Sentence]], params: DbrParams) -> dict[Category, CorpusAgreement]:
+    """One corpus-agreement table per category, from the training splits of that category (empty when off)."""
+    if not params.corpus_agreement:
+        return {}
+    return {c: CorpusAgreement.of(sents) for c, sents in _by_category(corpora).items()}
+
+
+def _by_category(corpora: Mapping[str, Sequence[Sentence]]) -> dict[Category, list[Sentence]]:
+    by_category: dict[Category, list[Sentence]] = {}
+    for sents in corpora.values():
+        for s in sents:
+            by_category.setdefault(s.category, []).append(s)
+    return by_category
+
+
+def _agreeing(table: CorpusAgreement, pos: list[str], neg: list[str], threshold: float,
+              dropped: dict[str, int]) -> tuple[list[str], list[str]]:
+    """The pools without the names whose DBR label the corpus contradicts (counted in ``dropped``)."""
+    kept_pos = [n for n in pos if table.agrees(entity_words(n), True, threshold)]
+    kept_neg = [n for n in neg if table.agrees(entity_words(n), False, threshold)]
+    dropped["positives"] += len(pos) - len(kept_pos)
+    dropped["negatives"] += len(neg) - len(kept_neg)
+    return kept_pos, kept_neg
 
 
 def _entity_record(items: Sequence[tuple[str, bool]], cuis: dict[str, str]) -> dict[str, list[list[str]]]:

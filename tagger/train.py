@@ -334,8 +334,7 @@ def train(config: TrainConfig, *, extra_sentences: Sequence[Sentence] = (), prog
             "sources": {n: len(s) for n, s in zip(data.source_names, data.sources, strict=True)}}
     if data.extra:
         meta["sources"]["dbr (extra)"] = len(data.extra)
-    tracker = ProgressTracker("train", total=total_steps, callback=progress)
-    tracker.done = global_step
+    tracker = ProgressTracker("train", total=total_steps, callback=progress, done=global_step)
 
     def save_checkpoint(epoch: int, step_in_epoch: int) -> None:
         tmp = run_dir / (CHECKPOINT_DIR + ".tmp")

@@ -155,3 +155,27 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
         dbr_ablation.check_resumable(config, force=False)
     dbr_ablation.check_resumable(config, force=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_arms_run_in_parallel_processes_merge_into_one_results_file(setup):
+    """One arm per core writes its own file; --merge joins them, and refuses files of another protocol
+    (DBR settings aside for a file holding only the no-DBR arm, which never sees them)."""
+    argv, out, _ = setup
+    parts = []
+    for arm, dbr in (("none", ["--dbr-max-positive", "3"]), ("retrieved", [])):
+        part = out.with_name(f"{arm}.json")
+        assert dbr_ablation.main([*[a if a != str(out) else str(part) for a in argv], "--arms", arm, *dbr]) == 0
+        parts.append(part)
+    assert dbr_ablation.main(["--merge", *map(str, parts), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res["runs"]) == {"none/ncbi", "a/ncbi/retrieved", "b/ncbi/retrieved"}
+    assert [(r["kb"], r["arm"]) for r in res["rows"]] == [("a", "none"), ("a", "retrieved"), ("b", "none"),
+                                                          ("b", "retrieved")]
+    assert len(res["commands"]) == 2 and out.with_suffix(".png").exists()
+    assert res["protocol"]["dbr"]["max_positive"] == 10  # the DBR arm's; the no-DBR run joins any DBR variant
+
+    other = json.loads(parts[0].read_text())
+    other["protocol"]["lr"] = 1.0
+    parts[0].write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match=r"protocol \(DBR settings aside\) differs"):
+        dbr_ablation.main(["--merge", *map(str, parts), "--out", str(out.with_name("again.json"))])

@@ -187,3 +187,12 @@ def test_describe_without_a_total():
 
     assert describe(ProgressEvent("index", 5, None, 2.5, None, "building"), "row") == \
         "index: 5 row, 2.5 row/s - building"
+
+
+def test_a_resumed_run_rates_only_the_work_done_since_it_resumed(monkeypatch):
+    clock = iter([100.0, 110.0])  # start, then 10 s later
+    monkeypatch.setattr("vaner.progress.time.monotonic", lambda: next(clock))
+    tracker = ProgressTracker("train", total=1000, done=900)
+    tracker.done += 20
+    ev = tracker.event()
+    assert ev.done == 920 and ev.rate == pytest.approx(2.0) and ev.eta_seconds == pytest.approx(40.0)

@@ -37,6 +37,12 @@ def test_dbr_build_json_and_cache(patched, capsys):
     assert json.loads(out)["cached"] and json.loads(out)["id"] == first["id"]
     code, out, _ = _run(["dbr", "list", "--json"], capsys)
     assert [m["id"] for m in json.loads(out)] == [first["id"]]
+    code, out, err = _run([*argv, "--corpus-agreement", "0.5"], capsys)
+    assert code == 0, err
+    agreed = json.loads(out)
+    assert agreed["id"] != first["id"] and not agreed["cached"]
+    code, _, err = _run([*argv, "--corpus-agreement", "2"], capsys)
+    assert code == 2 and "corpus_agreement" in err
 
 
 def test_dbr_build_errors_are_one_line(patched, capsys):

@@ -36,6 +36,13 @@ def test_build_dbr_remote_returns_the_shared_set(server, tmp_path):
     assert seen and seen[0].stage
     source = remote_dbr_source(address, settings)
     assert source(["ncbi"], DbrParams(seed=5), "latest", str(data), None).id == s.id
+    # the corpus-agreement filter reaches the server, as the same set an in-process build makes
+    from retrieval.dbr import DbrBuilder
+
+    agree = DbrParams(seed=5, corpus_agreement=0.3)
+    remote = build_dbr_remote(address, settings, ["ncbi"], agree, "latest", str(data))
+    local = DbrBuilder(Settings(home=tmp_path / "other").ensure(), FakeKB()).build(["ncbi"], agree, data_dir=data)
+    assert remote.id == local.id != s.id and remote.params["corpus_agreement"] == 0.3
 
 
 def test_notify_tagger_and_errors(server, monkeypatch):

@@ -26,15 +26,20 @@ ProgressCallback = Callable[[ProgressEvent], None]
 
 
 class ProgressTracker:
-    """Counts work, and emits at most one event per ``min_interval`` seconds (plus the last)."""
+    """Counts work, and emits at most one event per ``min_interval`` seconds (plus the last).
+
+    ``done`` is work finished before this tracker started (a resumed run): it counts towards the
+    total but not towards the rate, or a resumed run would report thousands of steps a second.
+    """
 
     def __init__(self, stage: str, total: int | None = None, callback: ProgressCallback | None = None,
-                 min_interval: float = 0.5):
+                 min_interval: float = 0.5, done: int = 0):
         self.stage = stage
         self.total = total
         self.callback = callback
         self.min_interval = min_interval
-        self.done = 0
+        self.done = done
+        self._resumed_from = done
         self._start = time.monotonic()
         self._last_emit = 0.0
 
@@ -47,7 +52,7 @@ class ProgressTracker:
 
     def event(self, message: str = "") -> ProgressEvent:
         elapsed = max(time.monotonic() - self._start, 1e-9)
-        rate = self.done / elapsed
+        rate = (self.done - self._resumed_from) / elapsed
         eta = None
         if self.total and rate > 0:
             eta = max(self.total - self.done, 0) / rate
