@@ -482,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.merge:
         results = merge_results([Path(p) for p in args.merge], out)
+        results["commands"].append({"date": now(), "command": " ".join(
+            sys.argv if argv is None else ["dbr_ablation.py", *argv])})
         save_results(out, results)
         plot(results, out.with_suffix(".png"))
         print(markdown(results))

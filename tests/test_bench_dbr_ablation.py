@@ -171,7 +171,8 @@ def test_arms_run_in_parallel_processes_merge_into_one_results_file(setup):
     assert set(res["runs"]) == {"none/ncbi", "a/ncbi/retrieved", "b/ncbi/retrieved"}
     assert [(r["kb"], r["arm"]) for r in res["rows"]] == [("a", "none"), ("a", "retrieved"), ("b", "none"),
                                                           ("b", "retrieved")]
-    assert len(res["commands"]) == 2 and out.with_suffix(".png").exists()
+    assert len(res["commands"]) == 3 and "--merge" in res["commands"][-1]["command"]
+    assert out.with_suffix(".png").exists()
     assert res["protocol"]["dbr"]["max_positive"] == 10  # the DBR arm's; the no-DBR run joins any DBR variant
 
     other = json.loads(parts[0].read_text())
