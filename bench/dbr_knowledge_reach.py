@@ -32,14 +32,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.append(str(Path(__file__).resolve().parent))  # after the packages: bench/kb_ingest.py is a script
 
+from retrieval.corpus_agreement import name_key  # noqa: E402
 from retrieval.dbr import entity_words  # noqa: E402
 from vaner.corpus import DATASETS, load_dataset  # noqa: E402
 
 GROUPS = ("seen", "unseen_in_kb", "unseen_not_in_kb")
-
-
-def _key(words: list[str] | tuple[str, ...]) -> str:
-    return " ".join(w.lower() for w in words)
 
 
 def kb_names(home: Path, snapshot: str, category: str) -> set[str]:
@@ -49,7 +46,7 @@ def kb_names(home: Path, snapshot: str, category: str) -> set[str]:
 
     kb = KnowledgeBase(Settings(home=home))
     try:
-        return {_key(entity_words(p["name"])) for _, p in kb.iter_points(snapshot)
+        return {name_key(entity_words(p["name"])) for _, p in kb.iter_points(snapshot)
                 if category in p.get("categories", ())}
     finally:
         kb.close()
@@ -60,7 +57,7 @@ def dbr_positives(home: Path, set_id: str) -> set[str]:
     if not path.exists():
         raise SystemExit(f"--dbr: no DBR set {set_id!r} in {home / 'dbr'}")
     with path.open(encoding="utf-8") as fh:
-        return {_key(entity_words(name)) for line in fh if line.strip() for name, _ in json.loads(line)["pos"]}
+        return {name_key(entity_words(name)) for line in fh if line.strip() for name, _ in json.loads(line)["pos"]}
 
 
 def group_of(mention: str, train_gold: set[str], kb: set[str]) -> str:
@@ -90,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
 
     category = DATASETS.get(args.dataset).category.value
     home = Path(args.home)
-    train_gold = {_key(s.words[a:b]) for s in load_dataset(args.dataset, "train", args.data_dir) for a, b in s.spans()}
+    train_gold = {name_key(s.words[a:b]) for s in load_dataset(args.dataset, "train", args.data_dir) for a, b in s.spans()}
     sents = [s for s in load_dataset(args.dataset, args.split, args.data_dir) if s.spans()]
     t0 = time.perf_counter()
     kb = kb_names(home, args.snapshot, category)
     kb_seconds = time.perf_counter() - t0
-    mentions = [(i, span, _key(s.words[span[0]:span[1]])) for i, s in enumerate(sents) for span in s.spans()]
+    mentions = [(i, span, name_key(s.words[span[0]:span[1]])) for i, s in enumerate(sents) for span in s.spans()]
     groups = {(i, span): group_of(m, train_gold, kb) for i, span, m in mentions}
     sizes = Counter(groups.values())
     report = {"dataset": args.dataset, "split": args.split, "category": category, "kb_home": str(home),
@@ -105,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                                                           if groups[(i, span)] == "unseen_in_kb"))[:args.examples],
               "dbr": {}, "models": {}, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "command": " ".join(sys.argv if argv is None else ["dbr_knowledge_reach.py", *argv])}
+    positives = {name: dbr_positives(home, set_id) for name, set_id in _pairs(args.dbr)}  # read each set once
     for name, set_id in _pairs(args.dbr):
-        pos = dbr_positives(home, set_id)
+        pos = positives[name]
         carried = Counter(groups[(i, span)] for i, span, m in mentions if m in pos)
         report["dbr"][name] = {"set": set_id, "distinct_positives": len(pos),
                                "mentions_carried": {g: carried[g] for g in GROUPS}}
@@ -121,11 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             report["models"][name] = {"folder": folder, "recall": {
                 g: round(100 * (sizes[g] - lost[g]) / sizes[g], 2) if sizes[g] else None for g in GROUPS},
                 "missed": {g: lost[g] for g in GROUPS}}
-            for dbr_name, d in report["dbr"].items():  # the mentions a DBR set could have taught this model
-                pos = dbr_positives(home, d["set"])
+            for dbr_name, pos in positives.items():  # the mentions a DBR set could have taught this model
                 report["models"][name][f"missed_unseen_in_kb_carried_by_{dbr_name}"] = sum(
                     1 for i, spans in enumerate(misses) for span in spans
-                    if groups[(i, span)] == "unseen_in_kb" and _key(sents[i].words[span[0]:span[1]]) in pos)
+                    if groups[(i, span)] == "unseen_in_kb" and name_key(sents[i].words[span[0]:span[1]]) in pos)
             print(f"{name}: {report['models'][name]}", file=sys.stderr, flush=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(report, indent=1))

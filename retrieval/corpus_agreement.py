@@ -31,7 +31,8 @@ AGREEMENT_VERSION = 2  # in DBR cache keys: 1 counted exact mentions only, 2 any
 MAX_WORDS = 4  # the names annotators disagree on are short; longer n-grams cost memory, not decisions
 
 
-def _key(words: Sequence[str]) -> str:
+def name_key(words: Sequence[str]) -> str:
+    """How DBR compares a name with corpus text: its words, space-joined and lower-cased."""
     return " ".join(words).lower()
 
 
@@ -65,7 +66,7 @@ class CorpusAgreement:
         (seen fewer than ``min_occurrences`` times, or longer than the n-grams counted)."""
         if not words or len(words) > self.max_words:
             return None
-        key = _key(words)
+        key = name_key(words)
         seen = self.occurrences.get(key, 0)
         if seen < max(1, min_occurrences):
             return None

@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from retrieval.corpus_agreement import AGREEMENT_VERSION, CorpusAgreement
+from retrieval.corpus_agreement import AGREEMENT_VERSION, CorpusAgreement, name_key
 from retrieval.phrases import MINER_VERSION, MinerConfig, PhraseMiner
 from retrieval.retrieve import KnowledgeBaseLike, Retriever, normalise_phrase
 from vaner import __version__
@@ -227,10 +227,6 @@ def list_sets(settings: Settings) -> list[dict[str, Any]]:
     return out
 
 
-def _entity_key(words: Sequence[str]) -> str:
-    return " ".join(words).lower()
-
-
 def dbr_stats(dbr: DbrSet, corpora: Mapping[str, Sequence[Sentence]] | None = None) -> dict[str, Any]:
     """Diagnostics of a DBR set, for the ablation's "why" questions (paper Fig. 3: how dense DBR
     sentences are; what they inject). Densities are per DBR sentence; ``coverage`` is the share of
@@ -249,11 +245,11 @@ def dbr_stats(dbr: DbrSet, corpora: Mapping[str, Sequence[Sentence]] | None = No
 
     def positives(r: dict) -> set[str]:
         if recorded:
-            return {_entity_key(entity_words(name)) for name, _ in r["pos"]}
-        return {_entity_key(r["words"][a:b]) for a, b in tags_to_spans(r["tags"])}
+            return {name_key(entity_words(name)) for name, _ in r["pos"]}
+        return {name_key(r["words"][a:b]) for a, b in tags_to_spans(r["tags"])}
 
     pos_names = set().union(*(positives(r) for r in rows)) if rows else set()
-    neg_names = {_entity_key(entity_words(name)) for r in rows for name, _ in r["neg"]} if recorded else None
+    neg_names = {name_key(entity_words(name)) for r in rows for name, _ in r["neg"]} if recorded else None
     cuis = {cui for r in rows for _, cui in r["pos"] + r["neg"] if cui} if recorded else None
     training = counts.get("training_sentences")
     per = (lambda x: round(x / n, 3)) if n else (lambda x: None)
@@ -279,12 +275,12 @@ def dbr_stats(dbr: DbrSet, corpora: Mapping[str, Sequence[Sentence]] | None = No
             if dataset not in corpora or not idx.isdigit() or int(idx) >= len(corpora[dataset]):
                 continue
             sent = corpora[dataset][int(idx)]
-            gold = {_entity_key(sent.words[a:b]) for a, b in sent.spans()}
+            gold = {name_key(sent.words[a:b]) for a, b in sent.spans()}
             got = positives(r)
             gold_total, gold_hit = gold_total + len(gold), gold_hit + len(gold & got)
             pos_total, pos_gold = pos_total + len(got), pos_gold + len(got & gold)
         n_train = sum(len(v) for v in corpora.values())
-        tables = {c: CorpusAgreement.of(sents) for c, sents in _by_category(corpora).items()}
+        tables = _agreement_tables(corpora)
         judged = contradicted = 0
         for r in rows:
             table = tables.get(Category.parse(r["category"]))
@@ -520,17 +516,15 @@ class DbrBuilder:
 
 def _agreements(corpora: Mapping[str, Sequence[Sentence]], params: DbrParams) -> dict[Category, CorpusAgreement]:
     """One corpus-agreement table per category, from the training splits of that category (empty when off)."""
-    if not params.corpus_agreement:
-        return {}
-    return {c: CorpusAgreement.of(sents) for c, sents in _by_category(corpora).items()}
+    return _agreement_tables(corpora) if params.corpus_agreement else {}
 
 
-def _by_category(corpora: Mapping[str, Sequence[Sentence]]) -> dict[Category, list[Sentence]]:
+def _agreement_tables(corpora: Mapping[str, Sequence[Sentence]]) -> dict[Category, CorpusAgreement]:
     by_category: dict[Category, list[Sentence]] = {}
     for sents in corpora.values():
         for s in sents:
             by_category.setdefault(s.category, []).append(s)
-    return by_category
+    return {c: CorpusAgreement.of(sents) for c, sents in by_category.items()}
 
 
 def _agreeing(table: CorpusAgreement, pos: list[str], neg: list[str], threshold: float,
