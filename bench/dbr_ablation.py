@@ -62,6 +62,9 @@ unless the protocols and KB snapshots agree; a file holding only the no-DBR arm 
 since that arm never sees a DBR setting). ``--dbr-corpus-agreement 0.5`` is the corpus-agreement
 filter of ``retrieval/corpus_agreement.py``, recorded in the protocol.
 
+``--dbr-top-k 20 --dbr-max-uses 1`` is breadth DBR (docs/dbr.md): retrieved names, each in one DBR
+sentence at most, so the set spreads over as many distinct names as random mode deals.
+
 ``--dbr-only`` builds every DBR set and records its diagnostics without training (minutes on a CPU
 with ``minilm-m2v``): worth a look before hours of training. Smoke run (about 40 min per dataset on
 one core, 16 layers): add ``--max-dataset-sentences 400 --eval-every 100 --dev-max 100 --test-max 200
@@ -142,6 +145,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--dbr-max-positive", type=int, default=10,
                     help="entities of the sentence's type per DBR sentence (the density cap; paper-like: 10)")
     ap.add_argument("--dbr-max-negative", type=int, default=5, help="entities of other types per DBR sentence")
+    ap.add_argument("--dbr-top-k", type=int, default=5, help="KB entities retrieved per mined phrase")
+    ap.add_argument("--dbr-max-uses", type=int, default=0,
+                    help="DBR sentences one KB name may appear in (0: no limit, the paper; 1: every name once, "
+                         "the breadth random sampling has by construction)")
     ap.add_argument("--dbr-corpus-agreement", type=float, default=0.0,
                     help="drop DBR entities whose label the training split contradicts (retrieval.corpus_agreement); "
                          "0: keep all, as the paper")
@@ -177,9 +184,10 @@ def protocol(args: argparse.Namespace) -> dict[str, Any]:
         keys = tuple(k for k in keys if k != "dataset_epochs")
     return {"models": "single-dataset", "budget": "equal dataset sentences; DBR sentences extra (<= 1 per "
             "training sentence)", "dbr": {"max_positive": args.dbr_max_positive,
-                                            "max_negative": args.dbr_max_negative, "top_k": 5,
+                                            "max_negative": args.dbr_max_negative, "top_k": args.dbr_top_k,
                                             **({"corpus_agreement": args.dbr_corpus_agreement}
-                                               if args.dbr_corpus_agreement else {})},
+                                               if args.dbr_corpus_agreement else {}),
+                                            **({"max_uses": args.dbr_max_uses} if args.dbr_max_uses else {})},
             **{k: getattr(args, k) for k in keys}}
 
 
@@ -257,6 +265,24 @@ def check_same(what: str, recorded: Any, current: Any, out: Path) -> None:
                          f"({recorded!r} != {current!r}); use another --out (or move the file)")
 
 
+KB_CONTENT = ("kind", "encoder", "terms", "concepts")
+
+
+def join_kb(what: str, recorded: dict[str, Any] | None, current: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The KB record of a results file after adding ``current``. A re-ingest of the same release with the
+    same encoder gets a new snapshot id and the same content (a session that lost its home rebuilds it):
+    such snapshots are accepted and listed under ``equivalent_snapshots``. Their approximate (HNSW)
+    indexes are not bit-identical, so a few neighbours differ: on NCBI the retrieved DBR set of a rebuilt
+    open KB had 3,462 distinct positives where the first build's had 3,422."""
+    if recorded is None or recorded["snapshot"] == current["snapshot"]:
+        return {**current, **({"equivalent_snapshots": recorded["equivalent_snapshots"]}
+                              if recorded and "equivalent_snapshots" in recorded else {})}
+    check_same(what + " (kind, encoder, terms, concepts)", {k: recorded.get(k) for k in KB_CONTENT},
+               {k: current.get(k) for k in KB_CONTENT}, out)
+    seen = list(dict.fromkeys([*recorded.get("equivalent_snapshots", [recorded["snapshot"]]), current["snapshot"]]))
+    return {**recorded, "equivalent_snapshots": seen}
+
+
 def _without_dbr(protocol_: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if protocol_ is None else {k: v for k, v in protocol_.items() if k != "dbr"}
 
@@ -284,9 +310,7 @@ def merge_results(paths: list[Path], out: Path) -> dict[str, Any]:
             merged["protocol"] = part.get("protocol")
         merged["machine"] = merged.get("machine") or part.get("machine")
         for name, info in part["kbs"].items():
-            recorded = merged["kbs"].get(name)
-            check_same(f"KB {name!r} snapshot", recorded and recorded["snapshot"], info["snapshot"], path)
-            merged["kbs"][name] = info
+            merged["kbs"][name] = join_kb(f"KB {name!r}", merged["kbs"].get(name), info, path)
         for key, run in part["runs"].items():
             if key in merged["runs"] and merged["runs"][key] != run:
                 raise SystemExit(f"--merge: {path} holds another run {key!r} than the files before it")
@@ -388,8 +412,11 @@ def dbr_for(args: argparse.Namespace, arm: KbArm, kb: Any, settings: Any, snapsh
 
     t0 = time.perf_counter()
     params = DbrParams(mode=mode, seed=args.dbr_seed, max_positive=args.dbr_max_positive,
-                       max_negative=args.dbr_max_negative, corpus_agreement=args.dbr_corpus_agreement)
+                       max_negative=args.dbr_max_negative, top_k=args.dbr_top_k,
+                       corpus_agreement=args.dbr_corpus_agreement, max_uses=args.dbr_max_uses)
     dbr = DbrBuilder(settings, kb).build([dataset], params, snapshot=snapshot_id, data_dir=args.data_dir)
+    if hasattr(kb, "close"):  # the embedded store serves one process: free it for the other arms during training
+        kb.close()
     wall = time.perf_counter() - t0
     key = f"{arm.name}/{dataset}/{mode}"
     previous = results["dbr"].get(key)
@@ -508,9 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         info = {"home": str(arm.home), "snapshot_ref": arm.snapshot, "snapshot": str(snap.id),
                 "encoder": getattr(snap, "encoder", None), "kind": getattr(snap, "kind", None),
                 "terms": getattr(snap, "terms", None), "concepts": getattr(snap, "concepts", None)}
-        recorded = results["kbs"].get(arm.name)
-        check_same(f"KB {arm.name!r} snapshot", recorded and recorded["snapshot"], info["snapshot"], out)
-        results["kbs"][arm.name] = info
+        results["kbs"][arm.name] = join_kb(f"KB {arm.name!r}", results["kbs"].get(arm.name), info, out)
         kbs[arm.name] = (arm, kb, settings, str(snap.id))
     save_results(out, results)
 

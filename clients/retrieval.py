@@ -34,7 +34,7 @@ class RetrievalClient(BaseClient):
 
     def build_dbr_events(self, datasets: Sequence[str], snapshot: str = "latest", mode: str = "retrieved",
                          data_dir: str = "", seed: int = 0, max_positive: int = 0, max_negative: int = 0,
-                         top_k: int = 0, corpus_agreement: float = 0.0,
+                         top_k: int = 0, corpus_agreement: float = 0.0, max_uses: int = 0,
                          timeout: float | None = None) -> Iterator[Progress | DbrSet]:
         modes = {"retrieved": retrieval_pb2.RETRIEVED, "random": retrieval_pb2.RANDOM}
         if mode not in modes:
@@ -42,7 +42,7 @@ class RetrievalClient(BaseClient):
         req = retrieval_pb2.BuildDbrRequest(snapshot=snapshot, datasets=list(datasets), data_dir=data_dir,
                                             mode=modes[mode], seed=seed, max_positive=max_positive,
                                             max_negative=max_negative, top_k=top_k,
-                                            corpus_agreement=corpus_agreement)
+                                            corpus_agreement=corpus_agreement, max_uses=max_uses)
         for ev in self._stream(self.stub.BuildDbrSamples, req, "BuildDbrSamples", timeout):
             if ev.HasField("done"):
                 yield DbrSet.from_proto(ev.done)

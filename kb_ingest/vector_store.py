@@ -119,6 +119,11 @@ class EdgeVectorStore(VectorStore):
                 try:
                     shard = self.q.EdgeShard.load(str(path))
                 except Exception as exc:
+                    if "WouldBlock" in str(exc):  # qdrant-edge locks a shard's WAL for one process
+                        raise FailedPrecondition(
+                            f"vector collection {path} is already open elsewhere (another process, or another store "
+                            "in this one): the embedded store serves one at a time; stop the other one, or run a "
+                            "Qdrant server and set VANER_QDRANT_URL so that several can share it") from None
                     raise FailedPrecondition(f"cannot open vector collection {path}: {exc}") from None
                 self._shards[collection] = shard
             return shard

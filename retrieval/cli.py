@@ -46,12 +46,12 @@ TRAIN_FLAGS: list[tuple[str, type, str, str | None]] = [
 ]
 
 
-def _parse_set(values: list[str]) -> dict[str, Any]:
+def _parse_set(values: list[str], flag: str = "--set") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in values or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise InvalidArgument(f"--set expects KEY=VALUE, got {item!r}")
+            raise InvalidArgument(f"{flag} expects KEY=VALUE, got {item!r}")
         try:
             out[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
@@ -100,7 +100,8 @@ def cmd_dbr_build(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args).ensure()
     params = DbrParams(mode=args.mode, seed=args.seed, max_positive=args.max_positive,
-                       max_negative=args.max_negative, top_k=args.top_k, corpus_agreement=args.corpus_agreement)
+                       max_negative=args.max_negative, top_k=args.top_k, corpus_agreement=args.corpus_agreement,
+                       max_uses=args.max_uses)
     bar = _progress(args)
     try:
         if args.retrieval_address:
@@ -148,6 +149,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         kb_snapshot=args.kb_snapshot, datasets=tuple(_datasets(args.datasets)) if args.datasets else None,
         dbr_mode=args.dbr, promote_margin=args.promote_margin, seed=args.seed, dbr_seed=args.dbr_seed,
         data_dir=args.data_dir, output_dir=args.output_dir, train_overrides=train_overrides(args),
+        dbr_params=_parse_set(args.dbr_set, "--dbr-set"),
         from_scratch=args.from_scratch, warm_fraction=args.warm_fraction,
         gate_sentences=args.gate_sentences or None, gate_seed=args.gate_seed,
         command=" ".join(["vaner", *map(shlex.quote, sys.argv[1:])]))
@@ -221,6 +223,9 @@ def dbr_build_command(
     corpus_agreement: Annotated[float, typer.Option(
         "--corpus-agreement", help="drop entities whose DBR label the training split contradicts (e.g. 0.5: "
         "a positive the annotators tag in under half of its occurrences); 0: keep all, as the paper")] = 0.0,
+    max_uses: Annotated[int, typer.Option(
+        "--max-uses", help="DBR sentences one KB name may appear in (0: no limit, as the paper; 1 with a larger "
+        "--top-k spreads the set over many distinct names, see docs/dbr.md)")] = 0,
     force: Annotated[bool, typer.Option("--force", help="rebuild even when a cached set matches")] = False,
     **_: object,
 ) -> None:
@@ -258,6 +263,10 @@ def retrain_command(
     set: Annotated[list[str], typer.Option(
         "--set", metavar="KEY=VALUE", rich_help_panel="Training overrides",
         help="any TrainConfig field (model.x for TaggerConfig), JSON values; repeatable")] = (),
+    dbr_set: Annotated[list[str], typer.Option(
+        "--dbr-set", metavar="KEY=VALUE",
+        help="a DBR setting (max_positive, max_negative, top_k, corpus_agreement, max_uses), JSON values; "
+             "repeatable")] = (),
     **_: object,
 ) -> None:
     """Continue the current model on fresh DBR (or train anew), gate it against the current model on every
@@ -283,6 +292,7 @@ def register(target: typer.Typer | argparse._SubParsersAction) -> None:
     command(app, retrain_command, "retrain", options=[*RETRAIN_OPTIONS, *train_options], examples=[
         "vaner retrain --kb-snapshot latest --datasets ncbi     # old model keeps serving; promoted only if not worse",
         "vaner retrain --datasets ncbi,s800 --epochs 2 --num-layers 8 --set lr=0.0002 --set model.lora_r=16",
+        "vaner retrain --dbr-set top_k=20 --dbr-set max_uses=1     # breadth DBR (docs/dbr.md)",
         "vaner retrain --retrieval-address 127.0.0.1:50052 --tagger-address 127.0.0.1:50053 --token-file token",
     ])
     attach(target, app)

@@ -64,6 +64,9 @@ class DbrParams:
     corpus_agreement: float = field(default=0.0, metadata={
         "help": "drop entities whose DBR label the training split contradicts: positives it tags in fewer than "
                 "this share of their occurrences, negatives it tags at least this often (0: keep all, the paper)"})
+    max_uses: int = field(default=0, metadata={
+        "help": "sentences one KB name may appear in across the set (0: no limit, the paper); 1 spreads the set "
+                "over as many distinct names as retrieval offers, as random sampling does by construction"})
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -72,6 +75,8 @@ class DbrParams:
             raise InvalidArgument("max_positive and max_negative must be >= 0 and not both 0")
         if self.top_k < 1:
             raise InvalidArgument("top_k must be >= 1")
+        if self.max_uses < 0:
+            raise InvalidArgument(f"max_uses must be >= 0 (0: no limit), not {self.max_uses}")
         if not 0.0 <= self.corpus_agreement <= 1.0:
             raise InvalidArgument(f"corpus_agreement must be in [0, 1], not {self.corpus_agreement}")
         if isinstance(self.miner, dict):
@@ -184,6 +189,8 @@ def cache_key(snapshot_id: str, datasets: Sequence[str], fingerprints: dict[str,
         del hashed["corpus_agreement"]
     else:
         hashed["agreement_version"] = AGREEMENT_VERSION
+    if not hashed["max_uses"]:  # likewise
+        del hashed["max_uses"]
     blob = json.dumps({"snapshot": snapshot_id, "datasets": sorted(datasets), "data": fingerprints,
                        "params": hashed, "miner": MINER_VERSION, "assembly": ASSEMBLY_VERSION},
                       sort_keys=True)
@@ -393,11 +400,18 @@ class DbrBuilder:
         rows: list[tuple[Sentence, dict[str, Any]]] = []
         n_pos = n_neg = skipped = 0
         dropped = {"positives": 0, "negatives": 0}
+        uses: dict[str, int] = {}
+        used_up = 0
         for name, i, sent, phrases in per_sentence:
             hits = [h for p in phrases for h in by_phrase.get(normalise_phrase(p), [])]
             pos, neg = split_pools(hits, sent.category)
             if sent.category in agreement:
                 pos, neg = _agreeing(agreement[sent.category], pos, neg, params.corpus_agreement, dropped)
+            if params.max_uses:
+                before = len(pos) + len(neg)
+                pos = [n for n in pos if uses.get(name_key(entity_words(n)), 0) < params.max_uses]
+                neg = [n for n in neg if uses.get(name_key(entity_words(n)), 0) < params.max_uses]
+                used_up += before - len(pos) - len(neg)
             cuis: dict[str, str] = {}
             for h in hits:
                 cuis.setdefault(h.name, h.cui)
@@ -408,6 +422,9 @@ class DbrBuilder:
                 skipped += 1
                 continue
             sentence, np_, nn, items = dbr
+            for n, _positive in items:
+                k = name_key(entity_words(n))
+                uses[k] = uses.get(k, 0) + 1
             n_pos += np_
             n_neg += nn
             rows.append((sentence, {"n_pos": np_, "n_neg": nn, **_entity_record(items, cuis)}))
@@ -419,6 +436,8 @@ class DbrBuilder:
                   "queries": sum(len(ps) for *_, ps in per_sentence)}
         if agreement:
             counts["dropped_by_corpus_agreement"] = dropped
+        if params.max_uses:
+            counts["dropped_by_max_uses"] = used_up
         counts["timings"] = {"mine_s": round(t_mined - t_start, 2),
                              "encode_s": round(retriever.stats["encode_seconds"], 2),
                              "search_s": round(retriever.stats["search_seconds"], 2),

@@ -69,7 +69,7 @@ def build_dbr_remote(address: str, settings: Settings, datasets: Sequence[str], 
         done = client.build_dbr(list(datasets), snapshot=snapshot, mode=params.mode, data_dir=data_dir or "",
                                 seed=params.seed, max_positive=params.max_positive,
                                 max_negative=params.max_negative, top_k=params.top_k,
-                                corpus_agreement=params.corpus_agreement, timeout=timeout,
+                                corpus_agreement=params.corpus_agreement, max_uses=params.max_uses, timeout=timeout,
                                 on_progress=progress)
     local = load_cached(settings, done.id)
     if local is not None:

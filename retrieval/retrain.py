@@ -103,6 +103,7 @@ class RetrainRequest:
         for key in ("mode", "seed"):
             if key in self.dbr_params:
                 raise InvalidArgument(f"DBR setting {key!r} comes from the request (dbr_mode / dbr_seed)")
+        DbrParams(**self.dbr_params)  # its values too (e.g. max_uses=-1), before any KB or DBR work
 
 
 @dataclass(frozen=True)

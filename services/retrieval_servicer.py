@@ -85,7 +85,8 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
             raise InvalidArgument(f"unknown DBR mode {request.mode}")
         params = DbrParams(mode=mode, seed=request.seed, max_positive=request.max_positive or 10,
                            max_negative=request.max_negative or 5, top_k=request.top_k or 5,
-                           corpus_agreement=round(request.corpus_agreement, 6))  # proto float32: 0.3 stays 0.3
+                           corpus_agreement=round(request.corpus_agreement, 6),  # proto float32: 0.3 stays 0.3
+                           max_uses=request.max_uses)
         data_dir = request.data_dir or self.default_data_dir
         stream = ThreadStream(
             lambda emit: DbrBuilder(self.settings, self.kb).build(

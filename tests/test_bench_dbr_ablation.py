@@ -123,10 +123,20 @@ def test_rerun_with_another_protocol_or_snapshot_is_refused(setup, monkeypatch):
         dbr_ablation.main(argv)
     res = json.loads(out.read_text())
     res["protocol"] = json.loads(json.dumps(dbr_ablation.protocol(dbr_ablation.parse_args(argv))))
-    res["kbs"] = {"a": {"snapshot": "snap-old"}}
+    res["kbs"] = {"a": {"snapshot": "snap-old", "terms": 999}}
     out.write_text(json.dumps(res))
-    with pytest.raises(SystemExit, match="snapshot differs"):
+    with pytest.raises(SystemExit, match=r"KB 'a' \(kind, encoder, terms, concepts\) differs"):
         dbr_ablation.main(argv)
+
+
+def test_a_rebuilt_snapshot_of_the_same_content_joins_the_results():
+    """A lost home re-ingested from the same release gets a new id: same content is accepted and listed."""
+    old = {"snapshot": "kb-1", "kind": "umls", "encoder": "m", "terms": 10, "concepts": 4, "home": "h"}
+    joined = dbr_ablation.join_kb("KB 'x'", old, {**old, "snapshot": "kb-2"}, Path("r.json"))
+    assert joined["snapshot"] == "kb-1" and joined["equivalent_snapshots"] == ["kb-1", "kb-2"]
+    assert dbr_ablation.join_kb("KB 'x'", joined, {**old, "snapshot": "kb-2"}, Path("r.json")) == joined
+    with pytest.raises(SystemExit, match="differs"):
+        dbr_ablation.join_kb("KB 'x'", old, {**old, "snapshot": "kb-3", "terms": 11}, Path("r.json"))
 
 
 def test_budget_and_kb_specs():

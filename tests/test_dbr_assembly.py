@@ -174,3 +174,26 @@ def test_rows_record_what_was_injected_and_stats_read_it(env):
     retrieved = dbr_stats(DbrBuilder(settings, kb).build(["ncbi", "s800"], DbrParams(seed=3), data_dir=data),
                           corpora)
     assert retrieved["gold_mentions_injected"] > 0
+
+
+def test_max_uses_spreads_the_set_over_distinct_names(env):
+    """``max_uses=1``: no KB name appears in two DBR sentences; the default lets retrieval repeat them."""
+    settings, data = env
+    builder = DbrBuilder(settings, FakeKB())
+
+    def uses(dbr) -> dict[str, int]:
+        rows = [json.loads(x) for x in (dbr.path / "sentences.jsonl").read_text().splitlines()]
+        out: dict[str, int] = {}
+        for r in rows:
+            for name, _cui in r["pos"] + r["neg"]:
+                out[name.lower()] = out.get(name.lower(), 0) + 1
+        return out
+
+    free = builder.build(["ncbi", "s800"], DbrParams(seed=1), data_dir=data)
+    once = builder.build(["ncbi", "s800"], DbrParams(seed=1, max_uses=1), data_dir=data)
+    assert max(uses(free).values()) > 1  # the fake KB is small: retrieval repeats names
+    assert max(uses(once).values()) == 1
+    assert once.id != free.id and once.manifest["counts"]["dropped_by_max_uses"] > 0
+    assert free.id == builder.build(["ncbi", "s800"], DbrParams(seed=1, max_uses=0), data_dir=data).id
+    with pytest.raises(InvalidArgument, match="max_uses"):
+        DbrParams(max_uses=-1)

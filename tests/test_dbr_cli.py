@@ -43,6 +43,10 @@ def test_dbr_build_json_and_cache(patched, capsys):
     assert agreed["id"] != first["id"] and not agreed["cached"]
     code, _, err = _run([*argv, "--corpus-agreement", "2"], capsys)
     assert code == 2 and "corpus_agreement" in err
+    code, out, err = _run([*argv, "--max-uses", "1", "--top-k", "3"], capsys)
+    assert code == 0, err
+    spread = json.loads(out)
+    assert spread["id"] not in (first["id"], agreed["id"]) and spread["counts"]["dropped_by_max_uses"] >= 0
 
 
 def test_dbr_build_errors_are_one_line(patched, capsys):
@@ -75,9 +79,13 @@ def test_retrain_cli_with_fake_trainer(patched, capsys, monkeypatch, tmp_path):
 
     monkeypatch.setattr(tagger.train, "train", fake_train)
     code, out, err = _run(["retrain", "--data-dir", str(data), "--epochs", "2", "--num-layers", "2",
-                           "--set", "lr=0.0002", "--json"], capsys)
+                           "--set", "lr=0.0002", "--dbr-set", "max_uses=1", "--json"], capsys)
     assert code == 0, err
     res = json.loads(out)
+    from vaner.settings import Settings
+
+    manifest = json.loads((Settings.from_env().dbr_dir / res["dbr_set"] / "manifest.json").read_text())
+    assert manifest["params"]["max_uses"] == 1  # --dbr-set reaches the DBR build
     assert res["promoted"] is False and reg.latest == "m0" and res["snapshot"] == "snap-1"
     assert res["warm_start"] == "m0" and seen["model"] == "warm"
     assert res["gate"]["datasets"] == [{"dataset": "ncbi", "old": 90.0, "new": 80.0, "delta": -10.0,
@@ -96,6 +104,9 @@ def test_retrain_cli_with_fake_trainer(patched, capsys, monkeypatch, tmp_path):
     (["--set", "model.lora_rank=4"], "unknown model setting 'lora_rank'"),
     (["--num-layers", "3"], "--from-scratch"),
     (["--lr", "7"], "learning rates"),
+    (["--dbr-set", "max_use=1"], "unknown DBR setting 'max_use'"),
+    (["--dbr-set", "max_uses=-1"], "max_uses must be >= 0"),
+    (["--dbr-set", "top_k"], "--dbr-set expects KEY=VALUE"),
 ])
 def test_retrain_cli_refuses_bad_overrides_before_any_dbr_work(patched, capsys, monkeypatch, tmp_path, argv,
                                                                message):

@@ -85,7 +85,8 @@ def test_the_filter_off_keeps_the_keys_of_sets_built_before_it():
     from retrieval.dbr import ASSEMBLY_VERSION, MINER_VERSION, cache_key
 
     params = DbrParams(seed=4)
-    before = {k: v for k, v in params.to_dict().items() if k != "corpus_agreement"}  # the key's input until now
+    before = {k: v for k, v in params.to_dict().items()
+              if k not in ("corpus_agreement", "max_uses")}  # the key's input before either option
     blob = json.dumps({"snapshot": "s", "datasets": ["ncbi"], "data": {"ncbi": "f"}, "params": before,
                        "miner": MINER_VERSION, "assembly": ASSEMBLY_VERSION}, sort_keys=True)
     assert cache_key("s", ["ncbi"], {"ncbi": "f"}, params) == f"retrieved-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"

@@ -10,7 +10,7 @@ import pytest
 from kb_ingest.kb import KnowledgeBase
 from kb_ingest.testing import hash_encoder
 from kb_ingest.vector_store import EdgeVectorStore, ServerVectorStore, collection_name
-from vaner.errors import NotFound, Unavailable
+from vaner.errors import FailedPrecondition, NotFound, Unavailable
 from vaner.settings import Settings
 
 
@@ -46,6 +46,17 @@ def test_store_contract(tmp_path):
 def test_edge_missing_collection(tmp_path):
     with pytest.raises(NotFound, match="does not exist"):
         EdgeVectorStore(tmp_path).count("vaner_kb_nope")
+
+
+def test_edge_collection_open_elsewhere_says_so_and_frees_on_close(tmp_path):
+    first = EdgeVectorStore(tmp_path)
+    first.create("c", 4)
+    first.upsert("c", [0, 1], np.eye(2, 4, dtype=np.float32), [{"n": "a"}, {"n": "b"}])
+    second = EdgeVectorStore(tmp_path)
+    with pytest.raises(FailedPrecondition, match="already open elsewhere.*VANER_QDRANT_URL"):
+        second.count("c")
+    first.close()
+    assert second.count("c") == 2
 
 
 def test_kb_on_server_store_in_memory(tmp_path):
