@@ -275,8 +275,7 @@ def join_kb(what: str, recorded: dict[str, Any] | None, current: dict[str, Any],
     indexes are not bit-identical, so a few neighbours differ: on NCBI the retrieved DBR set of a rebuilt
     open KB had 3,462 distinct positives where the first build's had 3,422."""
     if recorded is None or recorded["snapshot"] == current["snapshot"]:
-        return {**current, **({"equivalent_snapshots": recorded["equivalent_snapshots"]}
-                              if recorded and "equivalent_snapshots" in recorded else {})}
+        return {**(recorded or {}), **current}  # keeps the equivalent snapshots listed so far
     check_same(what + " (kind, encoder, terms, concepts)", {k: recorded.get(k) for k in KB_CONTENT},
                {k: current.get(k) for k in KB_CONTENT}, out)
     seen = list(dict.fromkeys([*recorded.get("equivalent_snapshots", [recorded["snapshot"]]), current["snapshot"]]))
@@ -415,8 +414,7 @@ def dbr_for(args: argparse.Namespace, arm: KbArm, kb: Any, settings: Any, snapsh
                        max_negative=args.dbr_max_negative, top_k=args.dbr_top_k,
                        corpus_agreement=args.dbr_corpus_agreement, max_uses=args.dbr_max_uses)
     dbr = DbrBuilder(settings, kb).build([dataset], params, snapshot=snapshot_id, data_dir=args.data_dir)
-    if hasattr(kb, "close"):  # the embedded store serves one process: free it for the other arms during training
-        kb.close()
+    kb.close()  # the embedded store serves one process: free it for the other arms during training
     wall = time.perf_counter() - t0
     key = f"{arm.name}/{dataset}/{mode}"
     previous = results["dbr"].get(key)

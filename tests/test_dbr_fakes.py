@@ -151,6 +151,10 @@ class FakeKB:
         self.encoder = FakeEncoder()
         self.matrix = np.stack([_vec(n) for _, n, _ in self.entries])
         self.search_calls = 0
+        self.closed = 0
+
+    def close(self):  # as KnowledgeBase.close: frees the store; a later call reopens it
+        self.closed += 1
 
     def get_snapshot(self, ref="latest"):
         if ref not in ("latest", self.snapshot_id):
